@@ -1,0 +1,102 @@
+"""nncheck: a training-sanity linter and test harness for PyTorch.
+
+    import nncheck
+    report = nncheck.check(model=make_model, data=make_batches)   # runs the probe battery
+    assert report.ok, report
+
+The heavy modules (torch) load on first use, so ``import nncheck`` and ``nncheck --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Config", "Report", "Result", "Setup", "SetupError", "Status", "__version__", "check", "check_file"]
+
+if TYPE_CHECKING:
+    from nncheck.config import Config
+    from nncheck.report import Report, Result, Status
+    from nncheck.setup import Setup, SetupError
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Report", "Result", "Status"):
+        from nncheck import report
+
+        return getattr(report, name)
+    if name in ("Setup", "SetupError"):
+        from nncheck import setup
+
+        return getattr(setup, name)
+    if name == "Config":
+        from nncheck.config import Config
+
+        return Config
+    raise AttributeError(f"module 'nncheck' has no attribute {name!r}")
+
+
+def check(
+    model: Any = None,
+    data: Any = None,
+    loss: Any = None,
+    optimizer: Any = None,
+    forward: Any = None,
+    causal: bool = False,
+    *,
+    only: list[str] | None = None,
+    skip: list[str] | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    budget: str | None = None,
+    strict: bool | None = None,
+    time_budget_s: float | None = None,
+    probes: dict[str, dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
+    name: str = "<api>",
+    config_from: str | None = None,
+) -> Report:
+    """Run the probe battery on a setup given as objects (the same names as a setup file).
+
+    Keyword options override ``[tool.nncheck]`` of the nearest pyproject.toml (from ``config_from`` or the
+    current directory). Raises ``SetupError`` when the setup itself is unusable (the message says why).
+    """
+    from nncheck.config import load_config
+    from nncheck.report import Report
+    from nncheck.runner import run_setup
+    from nncheck.setup import SetupError, setup_from_kwargs
+
+    s = setup_from_kwargs(model, data, loss, optimizer, forward, causal, path=name, settings=settings)
+    overrides = dict(
+        only=only,
+        skip=skip,
+        seed=seed,
+        device=device,
+        budget=budget,
+        strict=strict,
+        time_budget_s=time_budget_s,
+        probes=probes,
+    )
+    cfg = load_config(config_from)
+    sr = run_setup(s, cfg, overrides)
+    if sr.error is not None:
+        raise SetupError(sr.error)
+    from nncheck.runner import config_for
+
+    return Report([sr], strict=config_for(s, cfg, overrides).strict)
+
+
+def check_file(path: str, **options: Any) -> Report:
+    """Run the battery on a setup file; options as in ``check``. Raises ``SetupError`` for unusable setups."""
+    from nncheck.config import load_config
+    from nncheck.report import Report
+    from nncheck.runner import config_for, run_setup
+    from nncheck.setup import SetupError, load_setup
+
+    s = load_setup(path)
+    cfg = load_config(path)
+    sr = run_setup(s, cfg, options)
+    if sr.error is not None:
+        raise SetupError(sr.error)
+    return Report([sr], strict=config_for(s, cfg, options).strict)

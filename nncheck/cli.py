@@ -1,0 +1,220 @@
+"""The command line: ``nncheck run FILE...``, ``nncheck list``, ``nncheck explain ID``.
+
+Exit codes (DESIGN.md §3): 0 no fail / error (warnings allowed unless --strict), 1 a probe failed or errored,
+2 a setup could not be loaded or the command line / configuration is wrong.
+torch is imported only by the commands that need it, so ``nncheck --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+FORMATS = ("text", "json", "junit", "github", "html")
+
+
+def _fail_usage(message: str) -> None:
+    click.echo(f"nncheck: {message}", err=True)
+    sys.exit(2)
+
+
+class _Progress:
+    """A rich progress line on stderr when it is a terminal; silent otherwise (CI logs stay clean)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        if event == "setup_start":
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(f"{info['path']}: loading", total=len(info["probes"]))
+        elif event == "probe_start" and self.progress:
+            self.progress.update(self.task, description=f"{info['path']}: {info['id']}")
+        elif event == "probe_end" and self.progress:
+            self.progress.advance(self.task)
+        elif event == "setup_end" and self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nncheck")
+def main() -> None:
+    """nncheck: catch broken PyTorch training setups in seconds.
+
+    A setup file is a Python file defining `model` and `data` (and optionally `loss`, `optimizer`,
+    `forward`, `causal`). `nncheck run FILE` runs the probe battery on it.
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
+@click.option("--only", multiple=True, metavar="ID", help="Run only this probe (repeatable).")
+@click.option("--skip", multiple=True, metavar="ID", help="Do not run this probe (repeatable).")
+@click.option(
+    "-f",
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    help="Output format (repeatable; pairs with -o in order). Default: text.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="PATH",
+    help="Write the matching --format here ('-' = stdout). Repeatable.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for every probe (default 0).")
+@click.option("--device", default=None, help="Device for model and batches: cpu, cuda, cuda:1, mps ...")
+@click.option("--strict", is_flag=True, default=None, help="Treat warnings as failures.")
+@click.option(
+    "--budget",
+    type=click.Choice(["full", "fast"]),
+    default=None,
+    help="fast: fewer steps for pre-merge gates (same verdicts, a third of the cost).",
+)
+@click.option(
+    "--time-budget",
+    "time_budget_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Time budget of one probe (default 120 s); past it the probe is an error.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show numbers and notes for passing probes too.")
+@click.option("--color/--no-color", default=None, help="Force colour on or off (default: on a terminal).")
+def run(
+    files: tuple[str, ...],
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    formats: tuple[str, ...],
+    outputs: tuple[str, ...],
+    seed: int | None,
+    device: str | None,
+    strict: bool | None,
+    budget: str | None,
+    time_budget_s: float | None,
+    verbose: bool,
+    color: bool | None,
+) -> None:
+    """Run the probe battery on one or more setup files."""
+    if len(outputs) > max(len(formats), 1):
+        _fail_usage("more --output paths than --format values; give one --format per --output.")
+    fmts = list(formats) or ["text"]
+    outs = list(outputs) + ["-"] * (len(fmts) - len(outputs))
+    if sum(o == "-" for o in outs) > 1:
+        _fail_usage("only one format can go to stdout; give the others an --output PATH.")
+
+    from nncheck.config import ConfigError, load_config
+    from nncheck.report import Report, SetupReport
+    from nncheck.runner import run_setup
+    from nncheck.setup import SetupError, load_setup
+
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail_usage(f"--device {device}: CUDA is not available in this torch build ({torch.__version__}).")
+
+    overrides = dict(
+        only=list(only),
+        skip=list(skip),
+        seed=seed,
+        device=device,
+        strict=strict,
+        budget=budget,
+        time_budget_s=time_budget_s,
+    )
+    progress = _Progress(sys.stderr.isatty() and not os.environ.get("CI"))
+    report = Report()
+    for path in files:
+        try:
+            cfg = load_config(path)
+            setup = load_setup(path)
+            sr = run_setup(setup, cfg, overrides, listener=progress)
+            from nncheck.runner import config_for
+
+            report.strict = config_for(setup, cfg, overrides).strict
+        except (SetupError, ConfigError) as e:
+            sr = SetupReport(path=path, error=str(e))
+        report.setups.append(sr)
+
+    for fmt, out in zip(fmts, outs):
+        use_color = color if color is not None else (out == "-" and sys.stdout.isatty())
+        from nncheck.render import render
+
+        try:
+            text = render(report, fmt, color=use_color, verbose=verbose)
+        except ImportError as e:
+            _fail_usage(str(e))
+        if out == "-":
+            click.echo(text, nl=False)
+        else:
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(text)
+    sys.exit(report.exit_code())
+
+
+@main.command("list")
+def list_() -> None:
+    """List every probe id with a one-line description."""
+    from nncheck.probes import registry
+
+    probes = registry()
+    width = max(len(p) for p in probes)
+    for pid, p in probes.items():
+        extra = "" if p.default else "  (not in the default battery)"
+        click.echo(f"{pid:<{width}}  {p.summary}{extra}")
+
+
+@main.command()
+@click.argument("probe_id")
+def explain(probe_id: str) -> None:
+    """Explain a probe: what it checks, why, thresholds and their source, how to fix it."""
+    from nncheck.config import nearest
+    from nncheck.probes import registry
+
+    probes = registry()
+    if probe_id not in probes:
+        _fail_usage(f"unknown probe id `{probe_id}`.{nearest(probe_id, tuple(probes))} Valid ids: {', '.join(probes)}.")
+    p = probes[probe_id]
+    click.echo(f"{p.id}: {p.title}\n")
+    click.echo(p.doc)
+    if p.params:
+        click.echo(f"\nParameters ([tool.nncheck.probes.{p.id}]):")
+        for k, v in p.params.items():
+            fast = f"   (--budget fast: {p.fast[k]!r})" if k in p.fast else ""
+            click.echo(f"  {k} = {v!r}{fast}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,175 @@
+"""initial-loss: the loss at initialisation must match what an uninformed model would score."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nncheck.context import Context, output_layer
+from nncheck.probes import probe
+from nncheck.report import Result, failed, passed, warned
+
+# Thresholds (Karpathy, "A Recipe for Training Neural Networks": "verify loss @ init"; cs231n: a softmax
+# classifier with small weights starts at -log(1/C)). L_zero is the loss of an all-zero output.
+# L0 above 2 x L_zero: logits / outputs are large at init (overconfident, exploding). Calibrated on checks/:
+# logits scaled 10x at init give ratios 3-20; every correct example stays below 1.15.
+FAIL_RATIO = 2.0
+# L0 above 1.25 x L_zero: noticeably worse than chance, usually a too-large init scale of the output layer.
+WARN_RATIO = 1.25
+# L0 below 0.5 x L_prior (the best constant prediction) before any training: the inputs leak the labels,
+# or the loss is mis-scaled (e.g. divided by the batch size twice).
+LOW_RATIO = 0.5
+# Steps of the constant fit that estimates L_prior for a loss nncheck does not know.
+PRIOR_FIT_STEPS = 200
+
+
+def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
+    """Loss of the best constant prediction: label entropy for CE, Var(y) for MSE, binary entropy for BCE;
+    for other losses a constant output fitted by gradient descent on the same batches."""
+    if ctx.loss_kind == "ce":
+        labels = torch.cat([y.reshape(-1) for y in ys]).long()
+        labels = labels[labels >= 0]  # ignore_index-style padding
+        if labels.numel():
+            p = torch.bincount(labels).double() / labels.numel()
+            p = p[p > 0]
+            return float(-(p * p.log()).sum())
+    if ctx.loss_kind == "mse":
+        y = torch.cat([y.reshape(y.shape[0], -1).double() for y in ys])
+        return float(y.var(dim=0, unbiased=False).mean())
+    if ctx.loss_kind == "bce":
+        y = torch.cat([y.reshape(y.shape[0], -1).double() for y in ys]).clamp(0, 1)
+        p = y.mean(dim=0).clamp(1e-12, 1 - 1e-12)
+        return float((-(p * p.log() + (1 - p) * (1 - p).log())).mean())
+    # unknown loss: fit one constant output (the shape of one sample's output) on these batches
+    c = torch.zeros_like(outs[0][:1]).requires_grad_(True)
+    opt = torch.optim.Adam([c], lr=0.1)
+    for _ in range(PRIOR_FIT_STEPS):
+        ctx.check_time()
+        opt.zero_grad()
+        loss = sum(ctx.loss(c.expand_as(o), y) for o, y in zip(outs, ys)) / len(outs)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(sum(ctx.loss(c.expand_as(o), y) for o, y in zip(outs, ys)) / len(outs))
+
+
+def _verdict_hint(layer: str | None, kind: str) -> str:
+    target = f"model.{layer}" if layer else "the output layer"
+    if kind == "mse":
+        return (
+            f"Outputs at init are far larger than the targets. Scale {target} down at init: "
+            f"`with torch.no_grad(): {target}.weight.mul_(0.1)` (or standardise the targets), "
+            "and check no activation (ReLU, sigmoid) sits after the output layer."
+        )
+    return (
+        f"Logits at init are too large. Initialise {target} with small weights: "
+        f"`with torch.no_grad(): {target}.weight.mul_(0.01)` (cs231n), check that nothing multiplies the logits "
+        "(a temperature, an exp) and that softmax is not applied before the loss."
+    )
+
+
+@probe(
+    "initial-loss",
+    title="Loss at initialisation",
+    order=10,
+    params={"batches": 4, "fail_ratio": FAIL_RATIO, "warn_ratio": WARN_RATIO, "low_ratio": LOW_RATIO},
+    fast={"batches": 2},
+)
+def initial_loss(ctx: Context) -> Result:
+    """Checks that the loss at initialisation is what an uninformed model should score.
+
+    What it does:
+        Computes the loss L0 of the freshly initialised model (train mode, dropout off, no gradient) averaged
+        over the first `batches` batches, and two references on the same batches: L_zero, the loss of an
+        all-zero output of the same shape (log C for cross-entropy, log 2 for BCE-with-logits, mean(y^2)
+        for MSE; it works for any loss), and L_prior, the loss of the best constant prediction (the label
+        entropy for cross-entropy, Var(y) for MSE, a fitted constant for other losses).
+
+    Why is this bad?
+        A model that starts far above chance has exploding or overconfident outputs: the first hundreds of
+        steps are spent shrinking them ("hockey-stick" loss curve), and large logits saturate the softmax so
+        gradients vanish. A loss far *below* the best constant before any training means the inputs contain
+        the answer (a label leak) or the loss is mis-scaled. (Karpathy's recipe: "verify loss @ init";
+        cs231n: a softmax classifier starts at -log(1/C).)
+
+    Thresholds:
+        fail when L0 > fail_ratio x L_zero (2.0); warn when L0 > warn_ratio x L_zero (1.25);
+        warn when L0 < low_ratio x L_prior (0.5). Measured on checks/: logits scaled 10x at init give
+        ratios of 3 to 20, while every correct example stays below 1.15.
+
+    How to fix:
+        Initialise the output layer with small weights (`model.head.weight.mul_(0.01)` under
+        `torch.no_grad()`), remove any scaling / exp / softmax applied to the outputs before the loss, and
+        for regression standardise the targets or scale the output layer to their size.
+
+    Example:
+        A 10-class classifier whose last Linear is initialised with std 1 starts at a loss of 15 instead
+        of log(10) = 2.30: fail, measured L0 = 15.1, expected <= 4.6.
+    """
+    p = ctx.params
+    batches = ctx.batches(int(p["batches"]))
+    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    outs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    l0 = lzero = 0.0
+    with torch.no_grad():
+        for b in batches:
+            out, y = ctx.forward(model, b)
+            l0 += float(ctx.loss(out, y))
+            out_t = ctx.output_tensor(out)
+            lzero += float(ctx.loss(torch.zeros_like(out_t), y))
+            outs.append(out_t.detach())
+            ys.append(y)
+    n = len(batches)
+    l0, lzero = l0 / n, lzero / n
+    lprior = _prior_loss(ctx, outs, ys)
+    out_std = float(torch.cat([o.reshape(-1).float() for o in outs]).std())
+    measured = {"L0": l0, "L_zero": lzero, "L_prior": lprior, "output_std": out_std, "batches": n}
+    if ctx.loss_kind == "ce":
+        c = ctx.num_classes(outs[0])
+        if c:
+            measured["log_C"] = math.log(c)
+    layer = None
+    found = output_layer(ctx, model, batches[0])
+    if found:
+        layer = found[0] or None
+    where = f" (output layer: {layer})" if layer else ""
+    expected = {"L0_max": p["warn_ratio"] * lzero, "L0_min": p["low_ratio"] * lprior}
+    if not math.isfinite(l0):
+        return failed(
+            f"loss at init is {l0}: not finite{where}",
+            measured=measured,
+            expected=expected,
+            hint="Run `nncheck run --only numerics` to find the first module that produces a non-finite value.",
+        )
+    ratio = l0 / lzero if lzero > 0 else math.inf
+    measured["ratio_to_zero"] = ratio
+    if l0 > p["fail_ratio"] * lzero:
+        return failed(
+            f"loss at init {l0:.4g} is {ratio:.1f}x the loss of an all-zero output ({lzero:.4g}){where}",
+            measured=measured,
+            expected={"L0_max": p["fail_ratio"] * lzero, **expected},
+            hint=_verdict_hint(layer, ctx.loss_kind),
+        )
+    if l0 > p["warn_ratio"] * lzero:
+        return warned(
+            f"loss at init {l0:.4g} is {ratio:.2f}x the loss of an all-zero output ({lzero:.4g}){where}",
+            measured=measured,
+            expected=expected,
+            hint=_verdict_hint(layer, ctx.loss_kind),
+        )
+    if lprior > 0 and l0 < p["low_ratio"] * lprior:
+        return warned(
+            f"loss at init {l0:.4g} is below half the best constant prediction's ({lprior:.4g}) before any training",
+            measured=measured,
+            expected=expected,
+            hint="The untrained model already predicts the targets: check that the labels are not part of the "
+            "inputs (a label column left in the features, targets derived from inputs) and that the loss is "
+            "not divided twice by the batch size.",
+        )
+    return passed(
+        f"loss at init {l0:.4g} vs {lzero:.4g} for an all-zero output ({ratio:.2f}x){where}",
+        measured=measured,
+        expected=expected,
+    )

@@ -1,0 +1,222 @@
+"""Results and reports: the one data model that probes produce and renderers consume.
+
+Probes know nothing of renderers and renderers know nothing of probes; both meet here.
+The JSON form (``Report.to_dict``) is versioned by ``SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    """Verdict of one probe. Ordered from best to worst by ``severity``."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
+
+    @property
+    def severity(self) -> int:
+        return {"skip": 0, "pass": 1, "warn": 2, "fail": 3, "error": 4}[self.value]
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def jsonable(value: Any) -> Any:
+    """Turn tensors, numpy values, tuples and non-finite floats into plain JSON values."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    item = getattr(value, "item", None)
+    tolist = getattr(value, "tolist", None)
+    if tolist is not None:
+        try:
+            return jsonable(tolist())
+        except Exception:  # pragma: no cover - exotic array types
+            pass
+    if item is not None:
+        try:
+            return jsonable(item())
+        except Exception:  # pragma: no cover
+            pass
+    return str(value)
+
+
+@dataclass
+class Result:
+    """What one probe found.
+
+    ``measured`` and ``expected`` hold plain JSON values (numbers, strings, lists, dicts).
+    ``series`` holds curves for plots, e.g. ``{"loss": {"x": [...], "y": [...]}}``.
+    ``notes`` are extra lines worth showing even when the probe passes.
+    """
+
+    status: Status
+    message: str
+    measured: dict[str, Any] = field(default_factory=dict)
+    expected: dict[str, Any] = field(default_factory=dict)
+    hint: str = ""
+    series: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    id: str = ""
+    title: str = ""
+    duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
+    def to_dict(self, with_series: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "title": self.title,
+            "status": self.status.value,
+            "message": self.message,
+            "measured": jsonable(self.measured),
+            "expected": jsonable(self.expected),
+            "hint": self.hint,
+            "notes": list(self.notes),
+            "duration_s": round(self.duration_s, 4),
+        }
+        if with_series and self.series:
+            d["series"] = jsonable(self.series)
+        return d
+
+    def replace(self, **changes: Any) -> Result:
+        return dataclasses.replace(self, **changes)
+
+
+def passed(message: str, **kw: Any) -> Result:
+    return Result(Status.PASS, message, **kw)
+
+
+def warned(message: str, **kw: Any) -> Result:
+    return Result(Status.WARN, message, **kw)
+
+
+def failed(message: str, **kw: Any) -> Result:
+    return Result(Status.FAIL, message, **kw)
+
+
+def skipped(message: str, **kw: Any) -> Result:
+    return Result(Status.SKIP, message, **kw)
+
+
+@dataclass
+class SetupReport:
+    """All results for one setup (one file, or one ``nncheck.check(...)`` call)."""
+
+    path: str
+    results: list[Result] = field(default_factory=list)
+    duration_s: float = 0.0
+    step_time_s: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    budget: str = "full"
+    error: str | None = None  # set when the setup itself could not be loaded / run
+
+    def counts(self) -> dict[str, int]:
+        c = {s.value: 0 for s in Status}
+        for r in self.results:
+            c[r.status.value] += 1
+        return c
+
+    def is_ok(self, strict: bool = False) -> bool:
+        bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if strict else set())
+        return self.error is None and not any(r.status in bad for r in self.results)
+
+    @property
+    def ok(self) -> bool:
+        return self.is_ok()
+
+    @property
+    def step_equivalents(self) -> float | None:
+        if not self.step_time_s:
+            return None
+        return self.duration_s / self.step_time_s
+
+    def result(self, probe_id: str) -> Result:
+        for r in self.results:
+            if r.id == probe_id:
+                return r
+        raise KeyError(probe_id)
+
+    def to_dict(self, with_series: bool = True, strict: bool = False) -> dict[str, Any]:
+        se = self.step_equivalents
+        d: dict[str, Any] = {
+            "path": self.path,
+            "ok": self.is_ok(strict),
+            "duration_s": round(self.duration_s, 4),
+            "step_time_s": None if self.step_time_s is None else round(self.step_time_s, 6),
+            "step_equivalents": None if se is None else round(se, 1),
+            "seed": self.seed,
+            "device": self.device,
+            "budget": self.budget,
+            "results": [r.to_dict(with_series) for r in self.results],
+        }
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+@dataclass
+class Report:
+    """The outcome of a run over one or more setups."""
+
+    setups: list[SetupReport] = field(default_factory=list)
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(s.is_ok(self.strict) for s in self.setups)
+
+    @property
+    def results(self) -> list[Result]:
+        return [r for s in self.setups for r in s.results]
+
+    def result(self, probe_id: str) -> Result:
+        """The result of ``probe_id`` (in the first setup that ran it)."""
+        for s in self.setups:
+            for r in s.results:
+                if r.id == probe_id:
+                    return r
+        raise KeyError(probe_id)
+
+    def __getitem__(self, probe_id: str) -> Result:
+        return self.result(probe_id)
+
+    def exit_code(self) -> int:
+        if any(s.error is not None for s in self.setups):
+            return 2
+        return 0 if self.ok else 1
+
+    def to_dict(self, with_series: bool = True) -> dict[str, Any]:
+        from nncheck import __version__
+
+        return {
+            "nncheck_version": __version__,
+            "schema": SCHEMA_VERSION,
+            "setups": [s.to_dict(with_series, self.strict) for s in self.setups],
+        }

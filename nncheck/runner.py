@@ -1,0 +1,145 @@
+"""Run the selected probes on a Setup: one shared Context, each probe isolated.
+
+- Each probe runs under ``preserved_global_state`` (RNGs, determinism flags, grad mode are put back) and is
+  seeded with the run's seed, so its verdict does not depend on which probes ran before it.
+- A probe that raises becomes an ``error`` result carrying the exception summary; the others still run.
+- A probe past its time budget becomes ``error``: probes check ``ctx.check_time()`` in their loops, and
+  a SIGALRM backstop (main thread only) interrupts one stuck inside a single user call.
+- The battery's cost is reported in training-step equivalents: battery seconds / median step seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from nncheck.config import Config, validate
+from nncheck.context import Context, ProbeSkip, ProbeTimeout
+from nncheck.probes import Probe, registry
+from nncheck.report import Result, SetupReport, Status, skipped
+from nncheck.setup import Setup, SetupError
+from nncheck.state import preserved_global_state
+
+# Extra time a probe gets beyond its budget before the SIGALRM backstop interrupts it: cooperative checks
+# (ctx.check_time) should fire first; the backstop is for a probe stuck inside one long user call.
+BACKSTOP_GRACE_S = 10.0
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+def _noop(event: str, info: dict[str, Any]) -> None:
+    pass
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float) -> Iterator[None]:
+    """Raise ProbeTimeout in the main thread after ``seconds`` (no-op elsewhere or where SIGALRM is missing)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise ProbeTimeout("time budget exceeded (interrupted)")
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    old_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if old_timer[0] > 0:  # someone else's timer was running: give it back what is left
+            signal.setitimer(signal.ITIMER_REAL, max(old_timer[0] - seconds, 1e-3), old_timer[1])
+
+
+def _error_summary(e: BaseException) -> str:
+    frames = traceback.extract_tb(e.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+def run_probe(ctx: Context, p: Probe, params: dict[str, Any], time_budget_s: float) -> Result:
+    """Run one probe on the shared context and always return a Result."""
+    t0 = time.perf_counter()
+    ctx.params = params
+    ctx.deadline = t0 + time_budget_s
+    try:
+        with preserved_global_state(), _alarm(time_budget_s + BACKSTOP_GRACE_S):
+            ctx.seed_all()
+            result = p.fn(ctx)
+        if not isinstance(result, Result):
+            result = Result(
+                Status.ERROR, f"probe returned {type(result).__name__} instead of a Result (a bug in nncheck)"
+            )
+    except ProbeSkip as e:
+        result = skipped(str(e))
+    except ProbeTimeout:
+        result = Result(
+            Status.ERROR,
+            f"did not finish within its time budget of {time_budget_s:g} s",
+            hint="Raise `time_budget_s` in [tool.nncheck] (or --time-budget), use --budget fast, or make one "
+            "training step cheaper (a smaller batch for the check).",
+        )
+    except SetupError as e:
+        result = Result(Status.ERROR, str(e))
+    except Exception as e:
+        result = Result(
+            Status.ERROR,
+            f"probe crashed: {_error_summary(e)}",
+            hint="If the error comes from your model or loss, the traceback location above shows where; "
+            "otherwise this is an nncheck bug: please report it with the setup file.",
+        )
+    finally:
+        ctx.deadline = None
+    return result.replace(id=p.id, title=p.title, duration_s=time.perf_counter() - t0)
+
+
+def config_for(setup: Setup, base: Config, overrides: dict[str, Any] | None = None) -> Config:
+    """base (defaults + pyproject) < the setup file's `nncheck` dict < CLI / API overrides."""
+    cfg = base
+    if setup.settings:
+        cfg = cfg.merged(validate(setup.settings, f"{setup.path}: `nncheck` settings"), f"{setup.path}")
+    if overrides:
+        clean = {k: v for k, v in overrides.items() if v is not None and v != [] and v != ()}
+        cfg = cfg.merged(validate(clean, "arguments"), "arguments")
+    return cfg
+
+
+def run_setup(
+    setup: Setup,
+    config: Config,
+    overrides: dict[str, Any] | None = None,
+    listener: Listener = _noop,
+) -> SetupReport:
+    """Preflight the setup, then run every selected probe. Setup errors land in ``SetupReport.error``."""
+    cfg = config_for(setup, config, overrides)
+    probes = registry()
+    ids = cfg.selected(list(probes), [pid for pid, p in probes.items() if p.default])
+    report = SetupReport(path=setup.path, seed=cfg.seed, device=cfg.device, budget=cfg.budget)
+    t0 = time.perf_counter()
+    with preserved_global_state():
+        ctx = Context(setup, seed=cfg.seed, device=cfg.device, budget=cfg.budget)
+        listener("setup_start", {"path": setup.path, "probes": ids})
+        try:
+            ctx.preflight()
+        except SetupError as e:
+            report.error = str(e)
+            report.duration_s = time.perf_counter() - t0
+            listener("setup_end", {"path": setup.path, "report": report})
+            return report
+        report.step_time_s = ctx.step_time_s
+        for pid in ids:
+            p = probes[pid]
+            listener("probe_start", {"path": setup.path, "id": pid, "title": p.title})
+            params = p.resolved_params(cfg.budget, cfg.probes.get(pid))
+            result = run_probe(ctx, p, params, cfg.time_budget_s)
+            report.results.append(result)
+            listener("probe_end", {"path": setup.path, "id": pid, "result": result})
+    report.duration_s = time.perf_counter() - t0
+    listener("setup_end", {"path": setup.path, "report": report})
+    return report

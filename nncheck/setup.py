@@ -1,0 +1,243 @@
+"""The Setup: what nncheck needs to know about a user's training code.
+
+A setup file is any Python module that defines (see DESIGN.md §2):
+
+========== ======== =================================================================================
+name       required what
+========== ======== =================================================================================
+model      yes      zero-arg callable returning a fresh ``nn.Module`` (called under a fixed seed),
+                    or a module instance (deep-copied, never mutated)
+data       yes      zero-arg callable returning an iterable of batches, or the iterable itself
+loss       no       ``callable(output, target) -> scalar``; inferred from the targets when absent
+optimizer  no       ``callable(params) -> Optimizer``; default ``Adam(params, lr=3e-4)``
+forward    no       ``callable(model, batch) -> (output, target)``; default ``x, y = batch``
+causal     no       ``True`` for autoregressive sequence models
+nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``)
+========== ======== =================================================================================
+
+Everything that can go wrong because of the user's file raises ``SetupError`` with a message that names
+the file, the name involved and what to do; the CLI turns it into exit code 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+Batch = Any
+ForwardFn = Callable[[nn.Module, Batch], tuple[Any, Any]]
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "causal", "nncheck")
+DEFAULT_LR = 3e-4
+
+
+class SetupError(Exception):
+    """A user mistake in a setup: shown as one clear message, exit code 2."""
+
+
+def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam(lr=3e-4): Karpathy's "safe" default."""
+    return torch.optim.Adam(params, lr=DEFAULT_LR)
+
+
+def call_model(model: nn.Module, x: Any) -> Any:
+    """Call ``model`` on ``x``: a tuple/list is passed positionally, a dict as keywords."""
+    if isinstance(x, (tuple, list)):
+        return model(*x)
+    if isinstance(x, dict):
+        return model(**x)
+    return model(x)
+
+
+def default_forward(model: nn.Module, batch: Batch) -> tuple[Any, Any]:
+    """``x, y = batch; return model(x), y``."""
+    x, y = batch
+    return call_model(model, x), y
+
+
+@dataclass
+class Setup:
+    """A user's training setup, normalised. Never holds a user's object that nncheck could mutate."""
+
+    model: Callable[[], nn.Module]
+    data: Callable[[], Iterable[Batch]]
+    loss: LossFn | None = None
+    optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = default_optimizer
+    forward: ForwardFn = default_forward
+    causal: bool = False
+    path: str = "<api>"
+    settings: dict[str, Any] = field(default_factory=dict)
+    custom_forward: bool = False
+    custom_optimizer: bool = False
+    # filled by inference (nncheck.context.Context.preflight)
+    loss_name: str = ""
+    loss_inferred: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+
+def _model_factory(model: Any, where: str) -> Callable[[], nn.Module]:
+    if isinstance(model, nn.Module):
+        pristine = copy.deepcopy(model)
+        return lambda: copy.deepcopy(pristine)
+    if callable(model):
+        return model
+    raise SetupError(
+        f"{where}: `model` must be a zero-argument callable returning a torch.nn.Module, or a module instance; "
+        f"got {type(model).__name__}."
+    )
+
+
+def _data_factory(data: Any, where: str) -> Callable[[], Iterable[Batch]]:
+    if isinstance(data, torch.Tensor):
+        raise SetupError(
+            f"{where}: `data` is a single tensor; it must yield batches such as (inputs, targets). "
+            "Wrap it: `data = [(x, y)]` or a DataLoader over a TensorDataset."
+        )
+    if callable(data) and not hasattr(data, "__iter__"):
+        return data
+    if hasattr(data, "__iter__"):
+        if iter(data) is data:
+            # a one-shot iterator/generator: keep what it yields so every probe sees the same batches
+            cache: list[Batch] = []
+            exhausted = False
+
+            def replay() -> Iterable[Batch]:
+                nonlocal exhausted
+                yield from cache
+                if not exhausted:
+                    for b in data:
+                        cache.append(b)
+                        yield b
+                    exhausted = True
+
+            return replay
+        return lambda: data
+    raise SetupError(
+        f"{where}: `data` must be a zero-argument callable returning an iterable of batches, or the iterable "
+        f"itself (a DataLoader, a list of (x, y)); got {type(data).__name__}."
+    )
+
+
+def setup_from_kwargs(
+    model: Any,
+    data: Any,
+    loss: LossFn | None = None,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    forward: ForwardFn | None = None,
+    causal: bool = False,
+    path: str = "<api>",
+    settings: dict[str, Any] | None = None,
+) -> Setup:
+    """Build a Setup from the objects of the contract (the Python API and the file loader meet here)."""
+    where = path
+    if model is None:
+        raise SetupError(f"{where}: no `model` given. Pass model=<callable returning an nn.Module>.")
+    if data is None:
+        raise SetupError(f"{where}: no `data` given. Pass data=<callable returning an iterable of batches>.")
+    for name, fn in (("loss", loss), ("optimizer", optimizer), ("forward", forward)):
+        if fn is not None and not callable(fn):
+            raise SetupError(f"{where}: `{name}` must be callable; got {type(fn).__name__}.")
+    if isinstance(loss, type) and issubclass(loss, nn.Module):
+        raise SetupError(f"{where}: `loss` is the class {loss.__name__}; pass an instance: `loss = {loss.__name__}()`.")
+    if settings is not None and not isinstance(settings, dict):
+        raise SetupError(f"{where}: `nncheck` must be a dict of settings; got {type(settings).__name__}.")
+    return Setup(
+        model=_model_factory(model, where),
+        data=_data_factory(data, where),
+        loss=loss,
+        optimizer=optimizer or default_optimizer,
+        forward=forward or default_forward,
+        causal=bool(causal),
+        path=path,
+        settings=dict(settings or {}),
+        custom_forward=forward is not None,
+        custom_optimizer=optimizer is not None,
+    )
+
+
+def user_frames(tb: Any, path: str) -> str:
+    """Format a traceback keeping only frames that are not nncheck's or importlib's."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [
+        f
+        for f in traceback.extract_tb(tb)
+        if not os.path.abspath(f.filename).startswith(here) and "importlib" not in f.filename
+    ]
+    return "".join(traceback.format_list(frames))
+
+
+def load_setup(path: str | os.PathLike[str]) -> Setup:
+    """Import a setup file and read the contract's names from it."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SetupError(f"{path}: no such file. Give the path of a Python setup file, e.g. examples/mlp.py.")
+    if os.path.isdir(path):
+        raise SetupError(f"{path}: is a directory. Give the path of a Python setup file inside it.")
+    if not path.endswith(".py"):
+        raise SetupError(f"{path}: not a Python file (.py). A setup file is a Python module defining `model`.")
+    abspath = os.path.abspath(path)
+    modname = "nncheck_setup_" + "".join(c if c.isalnum() else "_" for c in abspath)
+    spec = importlib.util.spec_from_file_location(modname, abspath)
+    if spec is None or spec.loader is None:  # pragma: no cover
+        raise SetupError(f"{path}: cannot be imported as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    folder = os.path.dirname(abspath)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # let a setup import its neighbours
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        sys.modules.pop(modname, None)
+        raise SetupError(f"{path}:{e.lineno}: syntax error while importing the setup file: {e.msg}.") from None
+    except BaseException as e:
+        sys.modules.pop(modname, None)
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        frames = user_frames(e.__traceback__, abspath)
+        raise SetupError(
+            f"{path}: raised {type(e).__name__} while being imported: {e}\n{frames}".rstrip()
+            + "\nFix the error in the setup file (run `python "
+            + path
+            + "` to reproduce it)."
+        ) from None
+    finally:
+        if added:
+            try:
+                sys.path.remove(folder)
+            except ValueError:  # pragma: no cover
+                pass
+    ns = vars(module)
+    missing = [n for n in ("model", "data") if n not in ns]
+    if missing:
+        found = sorted(n for n in ns if not n.startswith("_") and not isinstance(ns[n], type(sys)))
+        shown = ", ".join(found[:15]) + (", ..." if len(found) > 15 else "")
+        raise SetupError(
+            f"{path}: defines no {' and no '.join('`' + m + '`' for m in missing)}. A setup file must define "
+            f"`model` (a function returning an nn.Module) and `data` (a function returning batches). "
+            f"Names found: {shown or 'none'}."
+        )
+    return setup_from_kwargs(
+        model=ns["model"],
+        data=ns["data"],
+        loss=ns.get("loss"),
+        optimizer=ns.get("optimizer"),
+        forward=ns.get("forward"),
+        causal=ns.get("causal", False),
+        path=path,
+        settings=ns.get("nncheck"),
+    )

@@ -1,0 +1,73 @@
+"""Helpers for nncheck's own tests: run setup files from checks/ and examples/ programmatically."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+from nncheck.config import Config
+from nncheck.report import SetupReport
+from nncheck.runner import run_setup
+from nncheck.setup import load_setup
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKS = ROOT / "checks"
+EXAMPLES = ROOT / "examples"
+SEEDS = (0, 1, 2)
+
+
+def setup_files() -> list[Path]:
+    """Every setup file of the corpus and the examples (files defining `model`)."""
+    files = sorted(CHECKS.glob("*.py")) + sorted(EXAMPLES.glob("*.py"))
+    out = []
+    for f in files:
+        text = f.read_text()
+        if not f.name.startswith(("_", "test_")) and ("def model" in text or "\nmodel =" in text):
+            out.append(f)
+    return out
+
+
+def declared(path: Path) -> tuple[bool, dict[str, str]]:
+    """(CORRECT, EXPECT) as declared at module level, read without importing the file."""
+    tree = ast.parse(path.read_text())
+    correct, expect = False, {}
+    for node in tree.body:
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            value = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            targets = [node.target.id]
+            value = node.value
+        for t in targets:
+            if t == "CORRECT":
+                correct = bool(ast.literal_eval(value))
+            elif t == "EXPECT":
+                expect = dict(ast.literal_eval(value))
+    return correct, expect
+
+
+def correct_files() -> list[Path]:
+    return [f for f in setup_files() if declared(f)[0]]
+
+
+def broken_files(probe_id: str | None = None) -> list[Path]:
+    out = []
+    for f in setup_files():
+        correct, expect = declared(f)
+        if not correct and expect and (probe_id is None or probe_id in expect):
+            out.append(f)
+    return out
+
+
+def run_file(path: str | Path, seed: int = 0, budget: str = "full", **overrides: Any) -> SetupReport:
+    """Run the battery (or `only=[...]`) on a setup file with defaults only (no pyproject lookup)."""
+    setup = load_setup(str(path))
+    sr = run_setup(setup, Config(), dict(seed=seed, budget=budget, **overrides))
+    assert sr.error is None, f"{path}: setup error: {sr.error}"
+    return sr
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
