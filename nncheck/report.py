@@ -70,7 +70,14 @@ class Result:
     """What one probe found.
 
     ``measured`` and ``expected`` hold plain JSON values (numbers, strings, lists, dicts).
-    ``series`` holds curves for plots, e.g. ``{"loss": {"x": [...], "y": [...]}}``.
+    ``series`` holds plots, by name. Each plot is a dict::
+
+        {"title": "Loss on the batch", "xlabel": "step", "ylabel": "loss",
+         "xscale": "linear" | "log", "yscale": "linear" | "log", "kind": "line" | "bar",
+         "curves": {"your optimizer": {"x": [...], "y": [...]}, "Adam 3e-4": {"x": [...], "y": [...]}},
+         "marks": {"your LR": 0.001, "suggested": 0.003}}   # optional vertical lines at these x values
+
+    For "bar" plots x may hold strings (layer names). Renderers (HTML) draw every plot they find.
     ``notes`` are extra lines worth showing even when the probe passes.
     """
 
