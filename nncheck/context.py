@@ -532,3 +532,11 @@ def output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[str, nn.
                 return n, m
     n, m, _ = with_params[-1]
     return n, m
+
+
+def code_path(qualified_name: str, root: str = "model") -> str:
+    """Python expression for a submodule: ``features.3.conv`` -> ``model.features[3].conv`` (for hints)."""
+    out = root
+    for part in qualified_name.split(".") if qualified_name else []:
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from nncheck.context import Context, output_layer
+from nncheck.context import Context, code_path, output_layer
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -55,7 +55,7 @@ def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) 
 
 
 def _verdict_hint(layer: str | None, kind: str) -> str:
-    target = f"model.{layer}" if layer else "the output layer"
+    target = code_path(layer) if layer else "the output layer"
     if kind == "mse":
         return (
             f"Outputs at init are far larger than the targets. Scale {target} down at init: "
@@ -134,7 +134,7 @@ def initial_loss(ctx: Context) -> Result:
     found = output_layer(ctx, model, batches[0])
     if found:
         layer = found[0] or None
-    where = f" (output layer: {layer})" if layer else ""
+    where = f" (output layer: {code_path(layer)})" if layer else ""
     expected = {"L0_max": p["warn_ratio"] * lzero, "L0_min": p["low_ratio"] * lprior}
     if not math.isfinite(l0):
         return failed(

@@ -1,0 +1,65 @@
+"""Report model and JSON renderer: exactly the documented shape (DESIGN.md §3)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from nncheck.render import render
+from nncheck.report import Report, Result, SetupReport, Status, jsonable
+
+
+def sample_report() -> Report:
+    r1 = Result(Status.PASS, "fine", measured={"L0": 1.6}, expected={"L0_max": 2.0}, id="initial-loss", title="t")
+    r2 = Result(
+        Status.FAIL,
+        "cannot memorise",
+        measured={"final_loss": torch.tensor(0.9), "curve": [1.0, math.nan]},
+        expected={"final_loss_max": 0.05},
+        hint="fix it",
+        series={"loss": {"curves": {"you": {"x": [0, 1], "y": [1.0, 0.9]}}}},
+        id="overfit-batch",
+        title="t2",
+        duration_s=1.25,
+    )
+    return Report([SetupReport("model.py", [r1, r2], duration_s=3.2, step_time_s=0.004)])
+
+
+def test_json_shape():
+    d = json.loads(render(sample_report(), "json"))
+    assert set(d) == {"nncheck_version", "schema", "setups"}
+    assert d["schema"] == 1
+    s = d["setups"][0]
+    assert s["path"] == "model.py" and s["ok"] is False
+    assert s["duration_s"] == 3.2 and s["step_time_s"] == 0.004 and s["step_equivalents"] == 800.0
+    r = s["results"][1]
+    for key in ("id", "status", "message", "measured", "expected", "hint", "duration_s"):
+        assert key in r
+    assert r["status"] == "fail" and r["measured"]["final_loss"] == 0.8999999761581421
+    assert r["measured"]["curve"] == [1.0, "nan"]
+    assert r["series"]["loss"]["curves"]["you"]["y"] == [1.0, 0.9]
+
+
+def test_exit_codes_and_strict():
+    rep = sample_report()
+    assert rep.exit_code() == 1
+    warn_only = Report([SetupReport("a.py", [Result(Status.WARN, "hmm", id="x")])])
+    assert warn_only.exit_code() == 0
+    warn_only.strict = True
+    assert warn_only.exit_code() == 1
+    broken = Report([SetupReport("a.py", error="no model")])
+    assert broken.exit_code() == 2
+
+
+def test_jsonable():
+    assert jsonable({"a": (1, 2.5, float("inf"))}) == {"a": [1, 2.5, "inf"]}
+    assert jsonable(torch.tensor([1.0, 2.0])) == [1.0, 2.0]
+    assert jsonable(Status.WARN) == "warn"
+
+
+def test_text_report_shows_hint_and_summary():
+    out = render(sample_report(), "text")
+    assert "FAIL" in out and "overfit-batch" in out and "fix: fix it" in out
+    assert "1 pass, 1 fail" in out and "800 training steps" in out

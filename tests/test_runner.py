@@ -1,0 +1,136 @@
+"""Runner: probes are isolated from each other and from the user's state."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from nncheck.config import Config
+from nncheck.context import Context, ProbeSkip
+from nncheck.probes import Probe, registry
+from nncheck.report import Status, passed
+from nncheck.runner import run_probe, run_setup
+from nncheck.setup import setup_from_kwargs
+
+
+def tiny_setup(net: nn.Module | None = None):
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(4)]
+    model = net if net is not None else (lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)))
+    return setup_from_kwargs(model, batches)
+
+
+def ready_context() -> Context:
+    ctx = Context(tiny_setup())
+    ctx.preflight(time_steps=False)
+    return ctx
+
+
+def test_crashing_probe_becomes_error_and_others_run():
+    ctx = ready_context()
+
+    def boom(c):
+        raise ValueError("kaboom")
+
+    r = run_probe(ctx, Probe("boom", "Boom", boom), {}, 10.0)
+    assert r.status is Status.ERROR and "ValueError: kaboom" in r.message and r.id == "boom"
+    ok = run_probe(ctx, Probe("ok", "Ok", lambda c: passed("fine")), {}, 10.0)
+    assert ok.status is Status.PASS
+
+
+def test_probe_skip_and_bad_return():
+    ctx = ready_context()
+
+    def skipper(c):
+        raise ProbeSkip("no BatchNorm in the model")
+
+    r = run_probe(ctx, Probe("s", "S", skipper), {}, 10.0)
+    assert r.status is Status.SKIP and "BatchNorm" in r.message
+    r = run_probe(ctx, Probe("n", "N", lambda c: None), {}, 10.0)
+    assert r.status is Status.ERROR
+
+
+def test_time_budget_cooperative_and_backstop(monkeypatch):
+    ctx = ready_context()
+
+    def slow(c):
+        m = c.fresh_model()
+        c.train(m, c.optimizer(m), c.batches(2), 10**9)
+        return passed("never")
+
+    r = run_probe(ctx, Probe("slow", "Slow", slow), {}, 0.3)
+    assert r.status is Status.ERROR and "time budget" in r.message
+    assert r.duration_s < 5
+
+    monkeypatch.setattr("nncheck.runner.BACKSTOP_GRACE_S", 0.2)
+
+    def stuck(c):
+        time.sleep(30)  # a user call that never checks the clock
+        return passed("never")
+
+    t0 = time.perf_counter()
+    r = run_probe(ctx, Probe("stuck", "Stuck", stuck), {}, 0.2)
+    assert r.status is Status.ERROR and time.perf_counter() - t0 < 5
+
+
+def test_probe_sees_seeded_rng_regardless_of_order():
+    ctx = ready_context()
+    draws = []
+
+    def draw(c):
+        draws.append(torch.rand(1).item())
+        torch.rand(100)  # consume
+        return passed("ok")
+
+    p = Probe("d", "D", draw)
+    run_probe(ctx, p, {}, 10.0)
+    run_probe(ctx, p, {}, 10.0)
+    assert draws[0] == draws[1]
+
+
+def test_user_state_untouched_after_full_battery():
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 3))
+    net.eval()
+    params_before = {k: v.clone() for k, v in net.state_dict().items()}
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    random.seed(7)
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()[1].copy()
+    py_state = random.getstate()
+    det = torch.are_deterministic_algorithms_enabled()
+    grad = torch.is_grad_enabled()
+
+    sr = run_setup(tiny_setup(net), Config(), {"budget": "fast"})
+    assert sr.error is None
+    assert len(sr.results) == len([p for p in registry().values() if p.default])
+
+    assert not net.training
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, params_before[k]), f"user model tensor {k} changed"
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+    assert random.getstate() == py_state
+    assert torch.are_deterministic_algorithms_enabled() == det
+    assert torch.is_grad_enabled() == grad
+
+
+def test_step_time_and_equivalents_reported():
+    sr = run_setup(tiny_setup(), Config(), {"only": ["initial-loss"]})
+    assert sr.step_time_s and sr.step_time_s > 0
+    assert sr.step_equivalents and sr.step_equivalents > 0
+    d = sr.to_dict()
+    assert d["step_time_s"] > 0 and d["duration_s"] > 0
+
+
+def test_only_and_skip_select_probes():
+    ids = list(registry())
+    sr = run_setup(tiny_setup(), Config(), {"only": ids[:1]})
+    assert [r.id for r in sr.results] == ids[:1]
+    if len(ids) > 1:
+        sr = run_setup(tiny_setup(), Config(), {"skip": ids[1:]})
+        assert [r.id for r in sr.results] == ids[:1]
