@@ -438,6 +438,11 @@ class Context:
             f"output shape {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}, "
             f"target shape {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
         )
+        from nncheck.probes.data import first_batch_label_error  # the data probe owns the label rules
+
+        problem = first_batch_label_error(self, out, y)
+        if problem:
+            raise SetupError(f"{path}: the first batch's {problem}. See `nncheck explain data`.")
         try:
             with torch.no_grad():
                 value = self.loss(out, y)

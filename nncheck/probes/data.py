@@ -1,0 +1,651 @@
+"""data: the batches themselves: label range, non-finite values, class balance, shuffling, input scale,
+duplicates, and a last batch of one sample under BatchNorm."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncheck.context import MAX_CACHED_BATCHES, Context, SequenceCrossEntropy, iter_tensors
+from nncheck.probes import probe
+from nncheck.report import Result, failed, passed, warned
+
+# Bounds of the scan over the whole data (to see every label and the last batch): a DataLoader over a few thousand
+# samples is read in well under a second; past these bounds the probe says where it stopped.
+MAX_SCAN_BATCHES = 1000
+MAX_SCAN_S = 10.0
+# Batches whose inputs are checked for scale and duplicates (the context caches at most 8).
+INPUT_BATCHES = 8
+# Inputs look unnormalised when a feature / channel has |mean| or std above this (issue 5; LeCun et al. 1998,
+# "Efficient BackProp": inputs should have mean ~0 and comparable variance ~1).
+SCALE_WARN = 10.0
+# Integer-valued float inputs in [0, 255] with a max above this look like raw 8-bit pixels (torchvision's ToTensor
+# divides by 255; a max <= 10 is more likely counts or small categorical codes).
+PIXEL_MIN_MAX = 10.0
+# Warn when more than this fraction of a batch's samples repeat an earlier sample of the same batch (a dataset whose
+# __getitem__ ignores its index, `[x] * B`). Measured: correct examples have 0 duplicates.
+DUP_WARN = 0.5
+# Unshuffled: fail when at least this fraction of the scanned batches hold a single class while the data holds
+# several, and shuffled data would produce such batches rarely (expected fraction below SINGLE_CLASS_EXPECTED).
+SINGLE_CLASS_FRAC = 0.5
+SINGLE_CLASS_EXPECTED = 0.1
+# Class imbalance worth a note: the most frequent class is this many times the least frequent one (the regime where
+# a prior-initialised output bias matters: Karpathy's recipe, "init well"; Lin et al. 2017, focal loss, §4.1).
+IMBALANCE_NOTE = 10.0
+# Classes shown in the distribution plot / measured values at most (a vocabulary is summarised).
+MAX_CLASSES_SHOWN = 100
+# CrossEntropyLoss's default ignore_index.
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+def label_problem(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> str | None:
+    """A sentence describing why integer class ``labels`` do not fit an output of ``num_classes`` classes
+    (labels must be in ``[0, num_classes)``), or None when they fit. Usable on the first batch before any loss
+    is computed (torch's own error is an IndexError on CPU and a device-side assert on CUDA)."""
+    y = labels.reshape(-1)
+    y = y[y != ignore_index]
+    if y.numel() == 0:
+        return None
+    lo, hi = int(y.min()), int(y.max())
+    if lo >= 0 and hi < num_classes:
+        return None
+    msg = f"class labels span {lo}..{hi} but the output has {num_classes} classes: labels must be in [0, {num_classes})"
+    if lo >= 1 and hi == num_classes:
+        msg += "; the labels look 1-based (off by one): subtract 1 (`y = y - 1`)"
+    elif lo >= 0 and hi >= num_classes:
+        msg += f"; the output layer is too narrow for {hi + 1} classes, or the labels are not class indices"
+    elif lo < 0:
+        msg += f"; negative labels other than ignore_index={ignore_index}"
+    return msg
+
+
+def first_batch_label_error(ctx: Context, output: Any, target: Any) -> str | None:
+    """For the core's preflight: the label problem of the first batch (``label_problem``) when the loss is
+    cross-entropy, else None. Meant to run *before* the first loss call, whose IndexError (CPU) or device-side
+    assert (CUDA, which also poisons the CUDA context) is far less clear."""
+    num_classes = _num_classes(ctx, output)
+    if num_classes is None or not is_class_target(target):
+        return None
+    return label_problem(target, num_classes, _ignore_index(ctx.loss_fn))
+
+
+def is_class_target(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dtype != torch.bool
+
+
+def feature_stats(x: torch.Tensor) -> tuple[float, float]:
+    """(max |mean|, max std) over features / channels: dim 1 of (B, F) and (B, C, H, W), the last dim of
+    (B, T, F) sequences."""
+    x = x.detach().double()
+    if x.dim() <= 1:
+        rows = x.reshape(-1, 1)
+    else:
+        dim = x.dim() - 1 if x.dim() == 3 else 1
+        rows = x.movedim(dim, -1).reshape(-1, x.shape[dim])
+    if rows.shape[0] < 2:
+        return float(rows.mean(0).abs().max()), 0.0
+    return float(rows.mean(0).abs().max()), float(rows.std(0).max())
+
+
+def looks_like_pixels(x: torch.Tensor) -> bool:
+    """Integer-valued floats in [0, 255] with a max above PIXEL_MIN_MAX: raw 8-bit image values."""
+    lo, hi = float(x.min()), float(x.max())
+    return lo >= 0 and PIXEL_MIN_MAX < hi <= 255 and bool((x == x.round()).all())
+
+
+def duplicate_fraction(tensors: list[torch.Tensor], batch_size: int) -> float:
+    """Fraction of samples that repeat an earlier sample of the same batch (exact equality on every input tensor,
+    via a fixed random projection of each sample)."""
+    if batch_size < 2:
+        return 0.0
+    g = torch.Generator().manual_seed(0)
+    keys = torch.zeros(batch_size, 2, dtype=torch.float64)
+    for t in tensors:
+        if t.dim() == 0 or t.shape[0] != batch_size:
+            continue
+        rows = t.detach().reshape(batch_size, -1).double().cpu()
+        r = torch.randn(rows.shape[1], 2, generator=g, dtype=torch.float64)
+        keys += torch.nan_to_num(rows) @ r
+    unique = torch.unique(keys, dim=0).shape[0]
+    return 1.0 - unique / batch_size
+
+
+def has_batchnorm(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def loader_last_batch(data: Any) -> tuple[int, int, bool] | None:
+    """(dataset size, batch size, drop_last) of a plain DataLoader (no custom sampler), else None."""
+    from torch.utils.data import DataLoader
+
+    if not isinstance(data, DataLoader) or data.batch_size is None:
+        return None
+    try:
+        n = len(data.sampler)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return n, int(data.batch_size), bool(data.drop_last)
+
+
+# ---------------------------------------------------------------------------------------------- the scan
+@dataclass
+class Scan:
+    """What one pass over the data (bounded) saw."""
+
+    batches: int = 0
+    exhausted: bool = False
+    stopped_why: str = ""
+    last_size: int | None = None
+    sizes: list[int] = field(default_factory=list)
+    counts: torch.Tensor | None = None  # per-class label counts
+    labels_seen: int = 0
+    out_of_range: str | None = None  # label_problem() of the first bad batch
+    bad_batch: int | None = None
+    single_class: int = 0  # batches (>= 2 samples, one label per sample) holding one class
+    multi_label_batches: int = 0  # batches eligible for the single-class test
+    nonfinite_targets: int = 0
+    nonfinite_target_batch: int | None = None
+    nonfinite_inputs: int = 0
+    nonfinite_input_batch: int | None = None
+    targets_seen: bool = False
+    loader: tuple[int, int, bool] | None = None  # (dataset size, batch_size, drop_last) of a DataLoader
+
+
+def scan_targets(scan: Scan, i: int, y: Any, num_classes: int | None, ignore_index: int, per_sample: bool) -> None:
+    """Fold one batch's targets into the scan."""
+    if not isinstance(y, torch.Tensor):
+        return
+    scan.targets_seen = True
+    y = y.detach().cpu()
+    if y.is_floating_point():
+        bad = int((~torch.isfinite(y)).sum())
+        if bad:
+            scan.nonfinite_targets += bad
+            if scan.nonfinite_target_batch is None:
+                scan.nonfinite_target_batch = i
+            return
+    if num_classes == 2 and y.is_floating_point() and per_sample and bool(((y == 0) | (y == 1)).all()):
+        y = y.long()  # binary (BCE) targets: classes 0 and 1
+    if num_classes is None or not is_class_target(y):
+        return
+    if scan.out_of_range is None:
+        problem = label_problem(y, num_classes, ignore_index)
+        if problem:
+            scan.out_of_range, scan.bad_batch = problem, i
+    flat = y.reshape(-1)
+    flat = flat[(flat >= 0) & (flat != ignore_index)].long()
+    if flat.numel():
+        c = torch.bincount(flat, minlength=num_classes)
+        if scan.counts is None:
+            scan.counts = c
+        else:
+            size = max(len(c), len(scan.counts))
+            scan.counts = nn.functional.pad(scan.counts, (0, size - len(scan.counts))) + nn.functional.pad(
+                c, (0, size - len(c))
+            )
+        scan.labels_seen += flat.numel()
+    if per_sample and flat.numel() >= 2:
+        scan.multi_label_batches += 1
+        scan.single_class += int(bool((flat == flat[0]).all()))
+
+
+def scan_data(
+    ctx: Context,
+    num_classes: int | None,
+    ignore_index: int,
+    read_targets: bool,
+    max_batches: int,
+    max_s: float,
+) -> Scan:
+    """Iterate the data once (up to ``max_batches`` / ``max_s``), on the CPU as the data yields it. When the
+    context's cache already holds the whole data (fewer than MAX_CACHED_BATCHES batches), read the cache."""
+    scan = Scan()
+    cached = ctx.batches(MAX_CACHED_BATCHES)
+    if len(cached) < MAX_CACHED_BATCHES:
+        data: Any = None
+        source: Iterable[Any] = cached
+    else:
+        ctx.seed_all()
+        data = ctx.setup.data()
+        source = data
+    scan.loader = loader_last_batch(data)
+    t0 = time.perf_counter()
+    it = iter(source)
+    try:
+        for i, b in enumerate(it):
+            ctx.check_time()
+            scan_batch(ctx, scan, i, b, num_classes, ignore_index, read_targets)
+            if scan.batches >= max_batches:
+                scan.stopped_why = f"stopped after {max_batches} batches"
+                break
+            if time.perf_counter() - t0 > max_s:
+                scan.stopped_why = f"stopped after {scan.batches} batches ({max_s:g} s)"
+                break
+        else:
+            scan.exhausted = True
+    finally:
+        close = getattr(it, "close", None)
+        if callable(close):
+            close()
+    if scan.exhausted and scan.sizes:
+        scan.last_size = scan.sizes[-1]
+    return scan
+
+
+def scan_batch(
+    ctx: Context, scan: Scan, i: int, b: Any, num_classes: int | None, ignore_index: int, read_targets: bool
+) -> None:
+    """Fold one batch into the scan: its size, non-finite inputs, and (default forward) its targets."""
+    try:
+        size = ctx.batch_size(b)
+    except Exception:
+        size = 0
+    scan.sizes.append(size)
+    scan.batches += 1
+    for t in iter_tensors(ctx.inputs_of(b)):
+        if t.is_floating_point():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                scan.nonfinite_inputs += bad
+                if scan.nonfinite_input_batch is None:
+                    scan.nonfinite_input_batch = i
+    if read_targets and isinstance(b, (tuple, list)) and len(b) == 2:
+        y = b[1]
+        per_sample = isinstance(y, torch.Tensor) and (y.dim() == 1 or (y.dim() == 2 and y.shape[1] == 1))
+        scan_targets(scan, i, y, num_classes, ignore_index, per_sample)
+
+
+# ---------------------------------------------------------------------------------------------- findings
+@dataclass
+class Finding:
+    status: str  # "fail" | "warn"
+    message: str
+    hint: str
+
+
+def target_findings(scan: Scan, num_classes: int | None, out_layer: str) -> list[Finding]:
+    found: list[Finding] = []
+    head = f"model.{out_layer}" if out_layer else "the output layer"
+    if scan.out_of_range:
+        off_by_one = "1-based" in scan.out_of_range
+        hint = (
+            "Make the labels 0-based where the dataset builds them: `y = y - 1` (e.g. `torch.tensor(label) - 1` in "
+            "__getitem__)."
+            if off_by_one
+            else f"Give {head} one output per class (`nn.Linear(in_features, {num_classes} -> number of classes)`), "
+            "or map the labels to 0..C-1 (`y = torch.searchsorted(classes, y)`)."
+        )
+        found.append(
+            Finding(
+                "fail",
+                f"{scan.out_of_range} (first seen in batch {scan.bad_batch}); cross-entropy would raise an opaque "
+                "IndexError on CPU or a device-side assert on CUDA",
+                hint,
+            )
+        )
+    if scan.nonfinite_targets:
+        found.append(
+            Finding(
+                "fail",
+                f"{scan.nonfinite_targets} target values are NaN/inf (first in batch {scan.nonfinite_target_batch}): "
+                "the loss becomes NaN on every batch that holds one",
+                "Drop or impute the missing targets when building the dataset "
+                "(`keep = torch.isfinite(y).all(dim=-1); x, y = x[keep], y[keep]`).",
+            )
+        )
+    return found
+
+
+def shuffle_finding(scan: Scan, p: dict[str, Any]) -> Finding | None:
+    """Fail when most batches hold a single class while the data holds several (sorted, unshuffled data)."""
+    if scan.counts is None or scan.multi_label_batches < 2:
+        return None
+    present = int((scan.counts > 0).sum())
+    if present < 2:
+        return None
+    frac = scan.single_class / scan.multi_label_batches
+    prior = scan.counts.double() / scan.counts.sum()
+    sizes = [s for s in scan.sizes if s >= 2] or [2]
+    expected = float((prior.unsqueeze(1) ** torch.tensor(sizes, dtype=torch.float64)).sum(0).mean())
+    if frac >= p["single_class_frac"] and expected < SINGLE_CLASS_EXPECTED:
+        return Finding(
+            "fail",
+            f"{scan.single_class}/{scan.multi_label_batches} batches hold a single class while the data holds "
+            f"{present} classes (shuffled data would give {expected:.2%}): the data is not shuffled",
+            "Shuffle the training data every epoch: `DataLoader(dataset, batch_size=..., shuffle=True)` (or a "
+            "`torch.randperm(len(x))` permutation before batching). Sorted batches make every step fit one class.",
+        )
+    return None
+
+
+def input_findings(
+    ctx: Context, batches: list[Any], targets: list[Any], p: dict[str, Any]
+) -> tuple[list[Finding], dict[str, Any]]:
+    """Scale, raw pixels, constant inputs and duplicated samples, on the cached batches."""
+    found: list[Finding] = []
+    max_mean = max_std = 0.0
+    pixels = constant = False
+    dup = 0.0
+    worst = ""
+    floats = 0
+    for b, y in zip(batches, targets):
+        tensors = [t for t in iter_tensors(ctx.inputs_of(b)) if not _is_target(t, y)]
+        for t in tensors:
+            if not t.is_floating_point() or t.numel() == 0 or not bool(torch.isfinite(t).all()):
+                continue
+            m, s = feature_stats(t)
+            if max(m, s) > max(max_mean, max_std):
+                worst = f"{tuple(t.shape)}"
+            max_mean, max_std = max(max_mean, m), max(max_std, s)
+            pixels = pixels or looks_like_pixels(t)
+            floats += 1
+        if tensors and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in tensors):
+            constant = True
+        try:
+            dup = max(dup, duplicate_fraction(tensors, ctx.batch_size(b)))
+        except Exception:
+            pass
+    measured = {
+        "float_inputs": floats > 0,
+        "input_max_abs_mean": max_mean,
+        "input_max_std": max_std,
+        "duplicate_fraction": dup,
+    }
+    if pixels:
+        found.append(
+            Finding(
+                "warn",
+                f"inputs are integer values in [0, 255] (a channel has |mean| {max_mean:.3g}, std {max_std:.3g}): "
+                "raw 8-bit pixels, not normalised",
+                "Scale and normalise the images: `transforms.ToTensor()` (divides by 255) then "
+                "`transforms.Normalize(mean, std)` with the per-channel statistics of the training set, or "
+                "`x = (x / 255 - mean) / std`.",
+            )
+        )
+    elif max_mean > p["scale_warn"] or max_std > p["scale_warn"]:
+        found.append(
+            Finding(
+                "warn",
+                f"inputs look unnormalised: a feature has |mean| {max_mean:.3g} / std {max_std:.3g} "
+                f"(expected <= {p['scale_warn']:g}; input {worst})",
+                "Standardise every input feature with statistics of the training set: "
+                "`x = (x - mean) / std` with `mean, std = x_train.mean(0), x_train.std(0)` (sklearn's "
+                "StandardScaler), or transforms.Normalize for images.",
+            )
+        )
+    if constant:
+        found.append(
+            Finding(
+                "warn",
+                "a batch of inputs is constant (every value equal): the model cannot tell samples apart",
+                "Check the dataset's __getitem__ / collate: inputs are filled with a placeholder (zeros) or the "
+                "wrong tensor is yielded.",
+            )
+        )
+    elif dup > p["dup_warn"]:
+        found.append(
+            Finding(
+                "warn",
+                f"{dup:.0%} of the samples of a batch repeat another sample of that batch (expected <= "
+                f"{p['dup_warn']:.0%})",
+                "Check that the dataset's __getitem__ uses its index (`return self.x[idx], self.y[idx]`) and that "
+                "batches are not built from one repeated sample (`[x] * batch_size`).",
+            )
+        )
+    return found, measured
+
+
+def _is_target(t: torch.Tensor, y: Any) -> bool:
+    """With a custom forward the batch may carry the targets too: leave them out of input statistics."""
+    if not isinstance(y, torch.Tensor):
+        return False
+    return t is y or (t.shape == y.shape and t.dtype == y.dtype and bool(torch.equal(t, y)))
+
+
+def last_batch_finding(scan: Scan, bn: list[str]) -> tuple[Finding | None, int | None]:
+    """A last batch of one sample with BatchNorm in the model (from the DataLoader's numbers, else the scan)."""
+    last: int | None
+    if scan.loader is not None:
+        n, bs, drop = scan.loader
+        last = None if drop else (n % bs or bs)
+        how = f"dataset of {n} samples, batch_size={bs}, drop_last={drop}"
+    elif scan.last_size is not None:
+        last, how = scan.last_size, f"{scan.batches} batches read"
+    else:
+        return None, None
+    if last == 1 and bn:
+        finding = Finding(
+            "warn",
+            f"the last batch holds 1 sample ({how}) and the model has BatchNorm (`{bn[0]}`): its batch statistics "
+            "are undefined (BatchNorm1d raises, BatchNorm2d normalises with the statistics of a single image)",
+            "Drop the incomplete last batch: `DataLoader(dataset, batch_size=..., shuffle=True, drop_last=True)`.",
+        )
+        return finding, last
+    return None, last
+
+
+def distribution(scan: Scan, num_classes: int | None) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Class counts (measured), notes (imbalance, classes never seen) and a bar plot."""
+    if scan.counts is None or not scan.labels_seen:
+        return {}, [], {}
+    counts = scan.counts
+    c = num_classes or len(counts)
+    share = counts.double() / counts.sum()
+    present = share[share > 0]
+    measured: dict[str, Any] = {"labels_seen": scan.labels_seen, "classes_present": int((counts > 0).sum())}
+    if len(counts) <= MAX_CLASSES_SHOWN:
+        measured["class_counts"] = [int(v) for v in counts]
+    notes: list[str] = []
+    ratio = float(present.max() / present.min())
+    measured["imbalance_ratio"] = ratio
+    if ratio > IMBALANCE_NOTE and c <= MAX_CLASSES_SHOWN:
+        top, bot = int(share.argmax()), int(torch.where(share > 0, share, 2.0).argmin())
+        notes.append(
+            f"class imbalance: class {top} holds {float(share[top]):.1%} of the labels, class {bot} "
+            f"{float(share[bot]):.1%} ({ratio:.0f}x); initialise the output bias to the log prior (the "
+            "last-layer-bias probe checks it) and consider a weighted loss or sampler"
+        )
+    unseen = [i for i in range(min(c, len(counts))) if counts[i] == 0] + list(range(len(counts), c))
+    if unseen and c <= MAX_CLASSES_SHOWN:
+        notes.append(f"classes {unseen[:10]}{'...' if len(unseen) > 10 else ''} never appear in the data read")
+    series = {}
+    if c <= MAX_CLASSES_SHOWN:
+        series["class_distribution"] = {
+            "title": "Labels per class (data read)",
+            "xlabel": "class",
+            "ylabel": "labels",
+            "xscale": "linear",
+            "yscale": "linear",
+            "kind": "bar",
+            "curves": {"labels": {"x": [str(i) for i in range(len(counts))], "y": [int(v) for v in counts]}},
+        }
+    return measured, notes, series
+
+
+def _ignore_index(loss_fn: Any) -> int:
+    inner = loss_fn
+    while hasattr(inner, "inner"):
+        inner = inner.inner
+    return int(getattr(inner, "ignore_index", IGNORE_INDEX))
+
+
+def _num_classes(ctx: Context, out: Any) -> int | None:
+    if ctx.loss_kind != "ce" or not isinstance(out, torch.Tensor):
+        return None
+    if isinstance(ctx.loss_fn, SequenceCrossEntropy) or out.dim() == 2:
+        return int(out.shape[-1])
+    return int(out.shape[1]) if out.dim() >= 2 else None
+
+
+def _output_layer_name(model: nn.Module, num_classes: int | None) -> str:
+    if num_classes is None:
+        return ""
+    for name, m in reversed(list(model.named_modules())):
+        if isinstance(m, nn.Linear) and m.out_features == num_classes:
+            return name
+    return ""
+
+
+def _cpu(obj: Iterable[Any]) -> list[Any]:
+    return [o.detach().cpu() if isinstance(o, torch.Tensor) else o for o in obj]
+
+
+@probe(
+    "data",
+    title="Data sanity",
+    order=5,
+    params={
+        "input_batches": INPUT_BATCHES,
+        "max_scan_batches": MAX_SCAN_BATCHES,
+        "max_scan_s": MAX_SCAN_S,
+        "scale_warn": SCALE_WARN,
+        "dup_warn": DUP_WARN,
+        "single_class_frac": SINGLE_CLASS_FRAC,
+    },
+    fast={"input_batches": 4, "max_scan_batches": 200, "max_scan_s": 3.0},
+)
+def data(ctx: Context) -> Result:
+    """Checks the batches themselves: labels, NaNs, class balance, shuffling, input scale, duplicates, last batch.
+
+    What it does:
+        Reads the data once more, on the CPU, as the data yields it, up to `max_scan_batches` batches or
+        `max_scan_s` seconds (it says where it stopped), and the first `input_batches` batches on the device:
+        - class targets (cross-entropy): every label in [0, C) where C is the output width (labels 1..C: off by
+          one), the class distribution, and whether most batches hold a single class while the data holds many;
+        - NaN / inf values in targets and inputs;
+        - float inputs: raw 8-bit pixels (integers in [0, 255]), or a feature/channel with |mean| or std above
+          `scale_warn`; integer inputs (tokens, indices) are not judged for scale;
+        - a batch whose inputs are all one value, or whose samples mostly repeat each other;
+        - the size of the last batch (from the DataLoader's dataset size, batch_size and drop_last, else from
+          the scan) when the model has BatchNorm.
+        With a custom `forward` the targets come from `forward` on the first batches only.
+
+    Why is this bad?
+        Labels outside [0, C) make cross-entropy raise an IndexError on CPU and an opaque device-side assert on
+        CUDA, usually hours into training when the rare class shows up. NaN targets make the loss NaN. Batches
+        sorted by class make each step fit one class (the loss oscillates, the model forgets). Unnormalised
+        inputs saturate activations and make the LR wrong per feature. A batch of one sample under BatchNorm
+        has no batch statistics. (Humbatova et al. ICSE 2020, "Training data quality" / "Preprocessing";
+        Islam et al. FSE 2019, data bugs; Karpathy's recipe, "become one with the data".)
+
+    Thresholds:
+        fail: any label outside [0, C); any non-finite target or input; >= 50% of the batches single-class
+        (`single_class_frac`) where shuffled data would give < 10%. warn: raw pixels, |mean| or std > 10
+        (`scale_warn`) for a feature; a constant batch or > 50% duplicated samples (`dup_warn`); a last batch of
+        1 sample with BatchNorm. note: class imbalance above 10x (the last-layer-bias probe judges the bias).
+
+    How to fix:
+        `y = y - 1` for 1-based labels; `DataLoader(..., shuffle=True, drop_last=True)`;
+        `transforms.Normalize(mean, std)` / `(x - mean) / std` with training-set statistics.
+
+    Example:
+        Labels 1..5 for a 5-way classifier: fail, "class labels span 1..5 but the output has 5 classes:
+        labels must be in [0, 5); the labels look 1-based (off by one): subtract 1".
+    """
+    p = ctx.params
+    batches = ctx.batches(int(p["input_batches"]))
+    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    outs: list[Any] = []
+    targets: list[Any] = []
+    with torch.no_grad():
+        for i, b in enumerate(batches):
+            ctx.check_time()
+            if i == 0 or ctx.setup.custom_forward:
+                out, y = ctx.forward(model, b)
+                outs.append(out)
+            else:
+                y = b[1] if isinstance(b, (tuple, list)) and len(b) == 2 else None
+            targets.append(y)
+    num_classes = _num_classes(ctx, outs[0])
+    if num_classes is None and ctx.loss_kind == "bce":
+        num_classes = 2  # per-sample 0/1 targets are read as classes 0 and 1 (shuffling, balance)
+    ignore = _ignore_index(ctx.loss_fn)
+    out_layer = _output_layer_name(model, num_classes)
+
+    scan = scan_data(
+        ctx,
+        num_classes,
+        ignore,
+        read_targets=not ctx.setup.custom_forward,
+        max_batches=int(p["max_scan_batches"]),
+        max_s=float(p["max_scan_s"]),
+    )
+    if ctx.setup.custom_forward:  # targets come from forward() on the cached batches
+        for i, y in enumerate(_cpu(targets)):
+            per_sample = isinstance(y, torch.Tensor) and y.dim() == 1
+            scan_targets(scan, i, y, num_classes, ignore, per_sample)
+
+    findings = target_findings(scan, num_classes, out_layer)
+    if scan.nonfinite_inputs:
+        findings.append(
+            Finding(
+                "fail",
+                f"{scan.nonfinite_inputs} input values are NaN/inf (first in batch {scan.nonfinite_input_batch}): a "
+                "data error, every output and the loss on that batch become NaN",
+                "Impute or drop missing values when building the dataset "
+                "(`x = torch.nan_to_num(x, nan=0.0)` after standardising, or drop the rows), and check the "
+                "preprocessing for divisions by a zero std.",
+            )
+        )
+    shuffle = shuffle_finding(scan, p)
+    if shuffle:
+        findings.append(shuffle)
+    inputs, in_measured = input_findings(ctx, batches, targets, p)
+    findings += inputs
+    bn = has_batchnorm(model)
+    last_f, last = last_batch_finding(scan, bn)
+    if last_f:
+        findings.append(last_f)
+
+    dist_measured, notes, series = distribution(scan, num_classes)
+    measured: dict[str, Any] = {
+        "batches_read": scan.batches,
+        "data_exhausted": scan.exhausted,
+        "num_classes": num_classes,
+        "single_class_batches": scan.single_class,
+        "nonfinite_targets": scan.nonfinite_targets,
+        "nonfinite_inputs": scan.nonfinite_inputs,
+        "last_batch_size": last,
+        "batchnorm": bn[:5],
+        **in_measured,
+        **dist_measured,
+    }
+    expected = {
+        "labels_in": f"[0, {num_classes})" if num_classes else None,
+        "input_max_abs_mean": p["scale_warn"],
+        "input_max_std": p["scale_warn"],
+        "duplicate_fraction_max": p["dup_warn"],
+        "single_class_batches_max_fraction": p["single_class_frac"],
+        "last_batch_size_min_with_batchnorm": 2,
+    }
+    if scan.stopped_why:
+        notes.append(f"the data scan {scan.stopped_why}; labels and the last batch beyond it were not checked")
+    if not ctx.setup.custom_forward and not scan.targets_seen:
+        notes.append("targets were not read from the scan (batches are not (inputs, targets) pairs)")
+    if num_classes is None and any(is_class_target(t) for t in targets):
+        notes.append(f"integer targets with a {ctx.loss_kind} loss: the label range was not checked")
+    fails = [f for f in findings if f.status == "fail"]
+    warns = [f for f in findings if f.status == "warn"]
+    kw = {"measured": measured, "expected": expected, "series": series}
+    if fails or warns:
+        main = (fails or warns)[0]
+        others = [f"also ({f.status}): {f.message}" for f in findings if f is not main]
+        make = failed if fails else warned
+        hints = " ".join(dict.fromkeys([main.hint] + [f.hint for f in findings if f is not main]))
+        return make(main.message, hint=hints, notes=others + notes, **kw)
+    what = f"{scan.batches} batches read" + ("" if scan.exhausted else f" ({scan.stopped_why})")
+    if num_classes:
+        what += f", labels in [0, {num_classes})"
+    if last is not None:
+        what += f", last batch {last}"
+    if measured["float_inputs"]:
+        what += f"; inputs |mean| <= {measured['input_max_abs_mean']:.3g}, std <= {measured['input_max_std']:.3g}"
+    else:
+        what += "; integer inputs (tokens / indices: scale not judged)"
+    return passed(what, notes=notes, **kw)

@@ -1,0 +1,180 @@
+"""The activations probe: dead ReLUs, saturated tanh/sigmoid, activation scale across depth (issue 5).
+
+Both sides on seeds 0, 1, 2: the broken setups of checks/ get their expected verdict, every correct setup gets no
+fail (warn is not expected either: none is measured on the examples). Families of well-initialised MLPs pass.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SEEDS, broken_files, correct_files, declared, rel, run_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import nncheck
+from nncheck.probes.activations import LayerStats, depth_ratios, unit_dim
+
+PID = "activations"
+
+
+def batches_of(n_features: int = 16, n_classes: int = 4, batch: int = 32, n: int = 128, scale: float = 1.0):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, n_features, generator=g) * scale
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)]
+
+
+def check(model, data, **kw):
+    return nncheck.check(model=model, data=data, only=[PID], budget="fast", **kw)[PID]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_broken_setups_are_flagged(path, seed):
+    expect = declared(path)[1][PID]
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == expect, f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+    assert r.hint and r.measured and r.expected
+
+
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_full_budget_gives_the_same_verdict(path):
+    expect = declared(path)[1][PID]
+    assert run_file(path, seed=0, budget="full", only=[PID]).result(PID).status.value == expect
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", correct_files(), ids=rel)
+def test_correct_setups_do_not_fail(path, seed):
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value in ("pass", "skip", "warn"), f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+    assert r.status.value != "warn", f"{rel(path)} seed {seed}: unexpected warn: {r.message}"
+
+
+def test_dead_layer_is_named_and_hint_names_the_bias():
+    def model():
+        net = nn.Sequential()
+        net.add_module("features", nn.Sequential(nn.Linear(16, 32), nn.ReLU()))
+        net.add_module("head", nn.Linear(32, 4))
+        with torch.no_grad():
+            net.features[0].bias.fill_(-10.0)
+        return net
+
+    r = check(model, batches_of())
+    assert r.status.value == "fail"
+    assert "`features.1`" in r.message
+    assert "model.features.0.bias.zero_()" in r.hint
+    assert r.measured["layers"]["features.1"]["dead_fraction"] == 1.0
+
+
+def test_mostly_dead_layer_warns():
+    def model():
+        net = nn.Sequential(nn.Linear(16, 40), nn.ReLU(), nn.Linear(40, 4))
+        with torch.no_grad():
+            net[0].bias[:30].fill_(-20.0)  # 30 of 40 units dead (75%)
+        return net
+
+    r = check(model, batches_of())
+    assert r.status.value == "warn"
+    assert "75%" in r.message
+
+
+def test_leaky_relu_is_never_dead():
+    def model():
+        net = nn.Sequential(nn.Linear(16, 32), nn.LeakyReLU(0.01), nn.Linear(32, 4))
+        with torch.no_grad():
+            net[0].bias.fill_(-10.0)
+        return net
+
+    assert check(model, batches_of()).status.value == "pass"
+
+
+def test_small_batch_of_8_does_not_look_dead():
+    def model():
+        return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+
+    for seed in SEEDS:
+        r = check(model, batches_of(batch=8, n=64), seed=seed)
+        assert r.status.value == "pass", r.message
+
+
+def test_conv_units_are_channels():
+    conv = nn.Conv2d(3, 8, 3)
+    assert unit_dim(torch.zeros(2, 8, 5, 5), nn.ReLU(), conv) == 1
+    assert unit_dim(torch.zeros(2, 8, 5), nn.ReLU(), nn.Conv1d(3, 8, 3)) == 1
+    assert unit_dim(torch.zeros(2, 7, 32), nn.ReLU(), nn.Linear(4, 32)) == 2
+    assert unit_dim(torch.zeros(2, 32), nn.ReLU(), None) == 1
+
+
+def test_depth_ratios_find_the_largest_fall_in_depth_order():
+    def layer(name, std):
+        s = LayerStats(name, "layer", 0, 1, count=2)
+        s.sums, s.sqsums = torch.zeros(1, dtype=torch.float64), torch.full((1,), 2 * std * std, dtype=torch.float64)
+        return s
+
+    shrink, a, b, grow, _, _ = depth_ratios([layer("a", 1.0), layer("b", 5.0), layer("c", 0.01)])
+    assert (a, b) == ("b", "c") and shrink == pytest.approx(500.0)
+    assert grow == pytest.approx(5.0)
+
+
+def test_saturated_sigmoid_warns_and_keeps_series():
+    model = lambda: nn.Sequential(nn.Linear(16, 32), nn.Sigmoid(), nn.Linear(32, 4))  # noqa: E731
+    r = check(model, batches_of(scale=500.0))
+    assert r.status.value == "warn" and "sigmoid `1`" in r.message
+    assert r.series["saturated_fraction_per_layer"]["kind"] == "bar"
+    assert r.series["std_per_layer"]["curves"]["std"]["x"][0] == "0"
+
+
+def test_exploding_activations_warn():
+    def model():
+        layers: list[nn.Module] = []
+        for i in range(6):
+            layers += [nn.Linear(16 if i == 0 else 64, 64), nn.LeakyReLU(0.2)]
+        net = nn.Sequential(*layers, nn.Linear(64, 4))
+        for m in net.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=1.0)
+        return net
+
+    r = check(model, batches_of())
+    assert r.status.value == "warn" and "explode" in r.message
+
+
+def test_functional_only_model_is_skipped():
+    class F(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 16) * 0.1)
+
+        def forward(self, x):
+            return torch.relu(x) @ self.w.t()
+
+    assert check(F, batches_of()).status.value == "skip"
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    depth=st.integers(1, 6),
+    width=st.sampled_from([32, 64]),
+    act=st.sampled_from(["relu", "tanh"]),
+    batch=st.sampled_from([16, 32]),
+)
+def test_well_initialised_mlps_pass(depth, width, act, batch):
+    def model():
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Linear(16 if i == 0 else width, width), nn.ReLU() if act == "relu" else nn.Tanh()]
+        net = nn.Sequential(*layers, nn.Linear(width, 4))
+        for m in net.modules():
+            if isinstance(m, nn.Linear):
+                if act == "relu":
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                else:
+                    nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain("tanh"))
+                nn.init.zeros_(m.bias)
+        return net
+
+    r = check(model, batches_of(batch=batch))
+    assert r.status.value == "pass", r.message

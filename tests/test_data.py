@@ -1,0 +1,206 @@
+"""The data probe: label range, NaNs, class balance, shuffling, input scale, duplicates, last batch (issue 5).
+
+Both sides on seeds 0, 1, 2: the broken setups of checks/ get their expected verdict; every correct setup passes
+(no fail; no warn is measured on the examples either).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SEEDS, broken_files, correct_files, declared, rel, run_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import nncheck
+from nncheck.probes.data import duplicate_fraction, feature_stats, label_problem, looks_like_pixels
+from nncheck.setup import SetupError
+
+PID = "data"
+
+
+def mlp(n_in: int = 16, n_out: int = 4, bn: bool = False):
+    def model():
+        mid: list[nn.Module] = [nn.BatchNorm1d(32)] if bn else []
+        return nn.Sequential(nn.Linear(n_in, 32), *mid, nn.ReLU(), nn.Linear(32, n_out))
+
+    return model
+
+
+def xy(n: int = 256, n_in: int = 16, n_classes: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, n_in, generator=g), torch.randint(0, n_classes, (n,), generator=g)
+
+
+def listed(x, y, batch: int = 32):
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
+
+
+def check(model, data, **kw):
+    return nncheck.check(model=model, data=data, only=[PID], budget="fast", **kw)[PID]
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_broken_setups_are_flagged(path, seed):
+    expect = declared(path)[1][PID]
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == expect, f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+    assert r.hint and r.measured and r.expected
+
+
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_full_budget_gives_the_same_verdict(path):
+    expect = declared(path)[1][PID]
+    assert run_file(path, seed=0, budget="full", only=[PID]).result(PID).status.value == expect
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", correct_files(), ids=rel)
+def test_correct_setups_pass(path, seed):
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "pass", f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def test_label_problem_messages():
+    assert label_problem(torch.tensor([0, 1, 4]), 5) is None
+    assert label_problem(torch.tensor([0, -100, 4]), 5) is None  # ignore_index
+    one_based = label_problem(torch.tensor([1, 2, 5]), 5)
+    assert one_based and "span 1..5" in one_based and "1-based" in one_based and "[0, 5)" in one_based
+    narrow = label_problem(torch.tensor([0, 7]), 5)
+    assert narrow and "too narrow for 8 classes" in narrow
+    negative = label_problem(torch.tensor([-1, 2]), 5)
+    assert negative and "negative" in negative
+
+
+def test_labels_one_based_in_the_first_batch_stop_at_preflight():
+    """Labels 1..C with label C in the first batch: the core's preflight computes the loss first and stops the
+    setup (exit 2). The message must at least name the out-of-range target (today torch's IndexError text; with
+    the recommended core change, the data probe's label message)."""
+    x, y = xy(n_classes=5)
+    with pytest.raises(SetupError) as e:
+        nncheck.check(model=mlp(n_out=5), data=listed(x, y + 1), only=[PID])
+    assert "out of bounds" in str(e.value) or "1-based" in str(e.value)
+
+
+def test_label_beyond_a_custom_cross_entropy_ignore_index():
+    x, y = xy(n_classes=4)
+    y[100] = 9  # in batch 3
+    y[5] = 255  # ignored
+    r = check(mlp(), listed(x, y), loss=nn.CrossEntropyLoss(ignore_index=255))
+    assert r.status.value == "fail" and "batch 3" in r.message and "0..9" in r.message
+
+
+def test_scan_finds_a_bad_label_past_the_cached_batches_and_says_where_it_stopped():
+    x, y = xy(n=32 * 20)
+    y[32 * 15] = 4
+    r = check(mlp(), listed(x, y))
+    assert r.status.value == "fail" and "batch 15" in r.message
+    r = check(mlp(), listed(x, y), probes={PID: {"max_scan_batches": 10}})
+    assert r.status.value == "pass"
+    assert any("stopped after 10 batches" in n for n in r.notes)
+
+
+# ---------------------------------------------------------------------------------------------- shuffling, balance
+def test_sorted_binary_bce_targets_fail():
+    x, _ = xy()
+    y = (torch.arange(256) >= 128).float().unsqueeze(1)
+    r = check(mlp(n_out=1), listed(x, y))
+    assert r.status.value == "fail" and "not shuffled" in r.message
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(n_classes=st.integers(2, 6), batch=st.sampled_from([8, 16, 32]), seed=st.integers(0, 100))
+def test_shuffled_loaders_pass(n_classes, batch, seed):
+    x, y = xy(n=192, n_classes=n_classes, seed=seed)
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True)
+    r = check(mlp(n_out=n_classes), loader)
+    assert r.status.value == "pass", r.message
+
+
+def test_imbalance_is_a_note_with_a_distribution_plot():
+    x, _ = xy()
+    y = torch.zeros(256, dtype=torch.long)
+    y[torch.randperm(256, generator=torch.Generator().manual_seed(0))[:8]] = 1
+    r = check(mlp(n_out=2), listed(x, y))
+    assert r.status.value == "pass"
+    assert any("imbalance" in n and "last-layer-bias" in n for n in r.notes)
+    assert r.series["class_distribution"]["curves"]["labels"]["y"] == [248, 8]
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def test_input_helpers():
+    assert looks_like_pixels(torch.tensor([0.0, 17.0, 255.0]))
+    assert not looks_like_pixels(torch.tensor([0.0, 0.5, 1.0]))
+    assert not looks_like_pixels(torch.tensor([0.0, 3.0]))  # small counts
+    m, s = feature_stats(torch.randn(64, 3, 4, 4) * 20 + torch.tensor([0.0, 50.0, 0.0]).view(1, 3, 1, 1))
+    assert m > 40 and s > 15
+    x = torch.randn(8, 5)
+    assert duplicate_fraction([x], 8) == 0.0
+    assert duplicate_fraction([x[:1].expand(8, 5)], 8) == pytest.approx(7 / 8)
+
+
+def test_unnormalised_tabular_features_warn():
+    x, y = xy()
+    x[:, 3] = x[:, 3] * 50 + 2000  # e.g. a year column
+    r = check(mlp(), listed(x, y))
+    assert r.status.value == "warn" and "unnormalised" in r.message
+
+
+def test_integer_token_inputs_are_not_unnormalised():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 500, (128, 6), generator=g)
+    y = torch.randint(0, 3, (128,), generator=g)
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(500, 8), nn.Linear(8, 3)
+
+        def forward(self, t):
+            return self.head(self.emb(t).mean(1))
+
+    r = check(Bag, listed(tokens, y))
+    assert r.status.value == "pass", r.message
+
+
+def test_batch_of_duplicates_and_constant_inputs_warn():
+    x, y = xy()
+    dup = x[:1].repeat(256, 1)
+    r = check(mlp(), listed(dup, y))
+    assert r.status.value == "warn" and "repeat" in r.message
+    r = check(mlp(), listed(torch.zeros_like(x), y))
+    assert r.status.value == "warn" and "constant" in r.message
+
+
+def test_nan_inputs_fail():
+    x, y = xy()
+    x[70, 2] = float("nan")
+    r = check(mlp(), listed(x, y))
+    assert r.status.value == "fail" and "NaN" in r.message and "batch 2" in r.message
+
+
+# ---------------------------------------------------------------------------------------------- last batch
+@pytest.mark.parametrize(
+    ("n", "bn", "drop_last", "expect"),
+    [(257, True, False, "warn"), (257, True, True, "pass"), (257, False, False, "pass"), (258, True, False, "pass")],
+)
+def test_last_batch_of_one_with_batchnorm(n, bn, drop_last, expect):
+    x, y = xy(n=n)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True, drop_last=drop_last)
+    r = check(mlp(bn=bn), loader)
+    assert r.status.value == expect, r.message
+
+
+def test_last_batch_of_one_from_a_generator():
+    x, y = xy(n=257)
+
+    def gen():
+        yield from listed(x, y)
+
+    r = check(mlp(bn=True), gen())
+    assert r.status.value == "warn" and "1 sample" in r.message
