@@ -1,0 +1,273 @@
+"""eval-mode: `model.eval()` switches off randomness and freezes BatchNorm; `model.train()` switches them back on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncheck.context import Context, iter_tensors
+from nncheck.probes import probe
+from nncheck.report import Result, failed, passed, warned
+
+# Thresholds.
+# Two outputs are "identical" when max |a - b| <= SAME_TOL x max(1, max |a|). Deterministic kernels repeat a
+# forward bit for bit on CPU; the margin leaves room for GPU reductions. Dropout changes outputs by O(0.1-1)
+# (measured on checks/: >= 0.05 relative for p = 0.1), nine orders of magnitude above it.
+SAME_TOL = 1e-6
+
+Call = tuple[str, nn.Module, list[torch.Tensor], list[torch.Tensor]]
+
+
+@dataclass
+class Pass:
+    """One forward pass: the output tensors and every module call (inputs and outputs, cloned)."""
+
+    outputs: list[torch.Tensor]
+    calls: list[Call]
+
+
+def run_pass(ctx: Context, model: nn.Module, batch: Any, keep_tensors: bool = False) -> Pass:
+    """A forward pass without gradient in the model's current mode, with hooks on every module (root included)
+    recording the calls; with ``keep_tensors`` also clones of every module's inputs and outputs (memory: one
+    forward's activations, so only when randomness must be located)."""
+    calls: list[Call] = []
+
+    def hook(mod: nn.Module, args: Any, kwargs: Any, out: Any, name: str) -> None:
+        if not keep_tensors:
+            calls.append((name, mod, [], []))
+            return
+        ins = [t.detach().clone() for t in iter_tensors((args, kwargs))]
+        calls.append((name, mod, ins, [t.detach().clone() for t in iter_tensors(out)]))
+
+    handles = [
+        m.register_forward_hook(lambda mod, a, k, o, name=name: hook(mod, a, k, o, name), with_kwargs=True)
+        for name, m in model.named_modules()
+    ]
+    try:
+        with torch.no_grad():
+            out, _ = ctx.forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return Pass([t.detach().clone() for t in iter_tensors(out)], calls)
+
+
+def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Largest absolute difference relative to max(1, |a|); inf when the structures differ."""
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return float("inf")
+    worst = 0.0
+    for x, y in zip(a, b):
+        if not x.is_floating_point():
+            worst = max(worst, 0.0 if torch.equal(x, y) else float("inf"))
+            continue
+        if x.numel():
+            scale = max(1.0, float(x.abs().max()))
+            worst = max(worst, float((x.double() - y.double()).abs().max()) / scale)
+    return worst
+
+
+def random_sources(a: Pass, b: Pass, tol: float) -> list[tuple[str, nn.Module]]:
+    """Modules whose inputs are identical in both passes but whose outputs differ: the randomness is inside them.
+    Keeps the innermost ones (a parent is listed only when none of its children is)."""
+    found: dict[str, nn.Module] = {}
+    for (name, mod, ins1, outs1), (name2, _, ins2, outs2) in zip(a.calls, b.calls):
+        if name != name2:
+            break
+        if max_diff(ins1, ins2) <= tol and max_diff(outs1, outs2) > tol:
+            found[name] = mod
+    inner = [n for n in found if not any(o != n and (n == "" or o.startswith(n + ".")) for o in found)]
+    return [(n, found[n]) for n in inner]
+
+
+def _bn_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+    }
+
+
+def _bn_state(model: nn.Module) -> dict[str, list[torch.Tensor]]:
+    return {
+        n: [m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()]
+        for n, m in _bn_modules(model).items()
+    }
+
+
+def _moved(before: dict[str, list[torch.Tensor]], model: nn.Module) -> dict[str, bool]:
+    after = _bn_state(model)
+    return {n: any(not torch.equal(x, y) for x, y in zip(before[n], after[n])) for n in before}
+
+
+def _where(name: str, mod: nn.Module) -> str:
+    return f"`{name}` ({type(mod).__name__})" if name else f"the model's own forward ({type(mod).__name__})"
+
+
+def _active(calls: list[Call]) -> tuple[list[str], list[str]]:
+    """Names of the dropout (p > 0) and running-stats BatchNorm modules that ran."""
+    drops, bns = [], []
+    for name, mod, _, _ in calls:
+        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 and name not in drops:
+            drops.append(name)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats and name not in bns:
+            bns.append(name)
+    return drops, bns
+
+
+@probe("eval-mode", title="Train / eval mode switching", order=100, params={"same_tol": SAME_TOL}, fast={})
+def eval_mode(ctx: Context) -> Result:
+    """Checks that `model.eval()` makes the forward deterministic and freezes BatchNorm, and `model.train()` undoes it.
+
+    What it does:
+        On fresh copies of the model and the first batch (no gradient):
+        1. eval mode, two forwards: the outputs must be identical, else fail, naming the innermost module whose
+           inputs were identical but whose outputs differed (where the randomness lives) and any module still in
+           train mode after `model.eval()`;
+        2. BatchNorm running statistics must stay fixed in eval mode and move in train mode, else fail naming the
+           module (BatchNorm layers whose affine parameters are frozen are accepted as deliberately frozen);
+        3. a model that runs dropout or BatchNorm must give different outputs in train and eval mode, else warn
+           (the mode does not reach those layers). A model without either passes with a note, after check 1.
+
+    Why is this bad?
+        Randomness left on in eval mode makes validation metrics noisy and predictions non-reproducible: typical
+        causes are `F.dropout(x, p)` without `training=self.training` (it defaults to training=True) and a
+        submodule whose `train()` override does not pass the mode on. A BatchNorm that stays in train mode keeps
+        updating its running statistics on evaluation data and normalises each eval batch by its own statistics;
+        one stuck in eval mode never learns its statistics. (Humbatova et al., ICSE 2020: "missing / wrong
+        train-eval mode switch"; PyTorch docs of `F.dropout` and `Module.train`.)
+
+    Thresholds:
+        same_tol = 1e-6: outputs are identical when max |a - b| <= same_tol x max(1, max |a|).
+
+    How to fix:
+        Use `nn.Dropout` modules, or write `F.dropout(x, p, training=self.training)`; a `train(self, mode=True)`
+        override must call `super().train(mode)` and `return self`; never call `.train()` / `.eval()` inside
+        forward.
+
+    Example:
+        `h = F.dropout(h, 0.5)` in `Block.forward`: fail, two eval forwards differ by 0.84, the randomness is
+        inside `blocks.0` (Block); hint: `F.dropout(h, 0.5, training=self.training)`.
+    """
+    tol = float(ctx.params["same_tol"])
+    batch = ctx.batch()
+    fails: list[tuple[str, str]] = []
+    warns: list[tuple[str, str]] = []
+    notes: list[str] = []
+
+    # 1. eval mode: deterministic, BatchNorm frozen
+    model = ctx.fresh_model(train=False)
+    stuck = [(n, m) for n, m in model.named_modules() if m.training]
+    before = _bn_state(model)
+    first, second = run_pass(ctx, model, batch), run_pass(ctx, model, batch)
+    eval_diff = max_diff(first.outputs, second.outputs)
+    moved_in_eval = [n for n, moved in _moved(before, model).items() if moved]
+    measured: dict[str, Any] = {
+        "eval_vs_eval_diff": eval_diff,
+        "still_training_after_eval": [n or "<model>" for n, _ in stuck],
+        "bn_moved_in_eval": moved_in_eval,
+    }
+    expected: dict[str, Any] = {"eval_vs_eval_diff_max": tol, "still_training_after_eval": [], "bn_moved_in_eval": []}
+    stuck_txt = (
+        "; still in train mode after model.eval(): " + ", ".join(_where(n, m) for n, m in stuck[:5]) if stuck else ""
+    )
+    if eval_diff > tol:
+        sources = random_sources(run_pass(ctx, model, batch, True), run_pass(ctx, model, batch, True), tol)
+        measured["random_in"] = [n or "<model>" for n, _ in sources]
+        where = ", ".join(_where(n, m) for n, m in sources) or "the model's forward"
+        fix = (
+            f"`{type(stuck[0][1]).__name__}.train()` must call `super().train(mode)` and `return self` (it keeps "
+            f"`{stuck[0][0]}` in train mode)"
+            if stuck
+            else f"in `{type(sources[0][1]).__name__ if sources else 'Model'}.forward`, write "
+            "`F.dropout(x, p, training=self.training)` (F.dropout defaults to training=True) or use an `nn.Dropout` "
+            "module; make any other random op conditional on `self.training`"
+        )
+        fails.append(
+            (
+                f"two forwards in eval mode differ by {eval_diff:.3g} (relative): randomness inside {where}{stuck_txt}",
+                f"Fix it: {fix}.",
+            )
+        )
+    if moved_in_eval:
+        name = moved_in_eval[0]
+        mod = model.get_submodule(name)
+        fails.append(
+            (
+                f"BatchNorm {_where(name, mod)} updates its running statistics in eval mode"
+                + (" (it is still in train mode after model.eval())" if mod.training else ""),
+                f"`{name}` must not update in eval mode: if a `train()` override keeps it in train mode, make it call "
+                "`super().train(mode)`; never call `.train()` inside forward or pass `training=True` to "
+                "`F.batch_norm`.",
+            )
+        )
+
+    # 2. train mode: BatchNorm statistics move, and train differs from eval when dropout / BatchNorm run
+    train_model = ctx.fresh_model(train=True)
+    before = _bn_state(train_model)
+    train = run_pass(ctx, train_model, batch)
+    drops, bns = _active(train.calls)
+    moved = _moved(before, train_model)
+    frozen = [n for n in bns if n in moved and not moved[n] and _frozen(train_model, n)]
+    not_moving = [n for n in bns if n in moved and not moved[n] and n not in frozen]
+    measured.update({"dropout": drops, "batchnorm": bns, "bn_static_in_train": not_moving})
+    expected["bn_static_in_train"] = []
+    if frozen:
+        notes.append(f"BatchNorm {', '.join(f'`{n}`' for n in frozen)} is frozen (eval mode, no trainable affine).")
+    if not_moving:
+        name = not_moving[0]
+        mod = train_model.get_submodule(name)
+        fails.append(
+            (
+                f"BatchNorm {_where(name, mod)} does not update its running statistics in train mode"
+                + (" (it stays in eval mode after model.train())" if not mod.training else ""),
+                f"`{name}` never learns its statistics, so eval mode normalises with mean 0 / variance 1: make the "
+                "`train()` override of its parent call `super().train(mode)` (do not force `.eval()`), or freeze it "
+                "on purpose with `requires_grad_(False)` on its weight and bias.",
+            )
+        )
+    train_diff = max_diff(train.outputs, first.outputs)
+    measured["train_vs_eval_diff"] = train_diff
+    switching = drops + [n for n in bns if n not in frozen]  # layers that must behave differently in train mode
+    if switching:
+        expected["train_vs_eval_diff_min"] = tol
+        if train_diff <= tol and not not_moving:
+            layers = ", ".join(f"`{n}`" for n in switching[:6])
+            warns.append(
+                (
+                    f"train and eval outputs are identical (diff {train_diff:.1e}) although {layers} run: the mode "
+                    "does not reach them",
+                    "Check for a `train()` / `eval()` override that does not call `super().train(mode)`, a forward "
+                    "that calls `.eval()` on a submodule, or `F.dropout(..., training=False)` hard-coded.",
+                )
+            )
+    else:
+        notes.append(
+            "no dropout module or (unfrozen) running-stats BatchNorm runs"
+            + (
+                f"; train and eval outputs still differ by {train_diff:.3g} (functional dropout or other "
+                "mode-dependent code in forward)."
+                if train_diff > tol
+                else ": train and eval mode compute the same function."
+            )
+        )
+
+    kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes}
+    if fails:
+        return failed("; ".join(m for m, _ in fails + warns), hint=" ".join(h for _, h in fails + warns), **kw)
+    if warns:
+        return warned("; ".join(m for m, _ in warns), hint=" ".join(h for _, h in warns), **kw)
+    return passed(
+        f"eval forwards identical; train vs eval differ by {train_diff:.3g}"
+        + (f"; {len(bns)} BatchNorm layer(s) update their statistics in train mode only" if bns else ""),
+        **kw,
+    )
+
+
+def _frozen(model: nn.Module, name: str) -> bool:
+    """A BatchNorm with affine parameters, none of them trainable: frozen on purpose."""
+    params = list(model.get_submodule(name).parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)

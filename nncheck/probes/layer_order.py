@@ -1,0 +1,415 @@
+"""layer-order: BatchNorm and dropout placed where they hurt (variance shift, normalised outputs, batch of 1)."""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from nncheck.context import Context, ProbeSkip, first_tensor, iter_tensors, leaf_modules
+from nncheck.probes import probe
+from nncheck.report import Result, failed, passed, warned
+
+# Thresholds.
+# Dropout rate at or above which to warn. Srivastava et al. (JMLR 2014, "Dropout: A Simple Way to Prevent Neural
+# Networks from Overfitting") use p = 0.5 for hidden units and p = 0.2 for inputs; at p >= 0.8 four fifths of the
+# signal is dropped and each kept unit is scaled 5x, which slows training to a crawl.
+DROPOUT_P_WARN = 0.8
+# Smallest training batch a BatchNorm layer may see: with one sample the batch statistics are that sample's own
+# (Ioffe & Szegedy 2015; Wu & He 2018 show BatchNorm error growing fast below batch 8 and breaking down at 1-2).
+MIN_BN_BATCH = 2
+
+# Ops that keep the "what produced this tensor" question unchanged: pure reshapes / selections.
+SHAPE_OPS = {
+    "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
+    "movedim", "view_as", "reshape_as", "t", "float", "to", "type", "clone", "getitem", "expand", "expand_as",
+}  # fmt: skip
+# Elementwise ops a dropout mask passes through on its way into a BatchNorm (the variance shift survives them).
+ELEMENTWISE_OPS = {
+    "add", "iadd", "sub", "isub", "mul", "imul", "truediv", "itruediv", "neg", "relu", "relu_", "gelu", "silu",
+    "tanh", "sigmoid", "leaky_relu", "elu", "selu", "celu", "hardtanh", "relu6", "softplus", "mish", "hardswish",
+    "hardsigmoid", "clamp", "clip", "abs", "square", "pow",
+}  # fmt: skip
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SELU, nn.CELU, nn.Hardtanh,
+    nn.ReLU6, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.PReLU, nn.Identity,
+)  # fmt: skip
+SHAPE_MODULES = (nn.Flatten, nn.Unflatten)
+DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout}
+TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+@dataclass
+class Op:
+    """One node of the data-flow graph of a forward pass."""
+
+    name: str  # qualified module name (`features.3`), or `F.dropout in block1` for a functional call
+    kind: str  # dropout | bn | affine_bias | elementwise | shape | other
+    inputs: list[int] = field(default_factory=list)
+    module: nn.Module | None = None
+    p: float | None = None  # dropout rate
+    where: str = ""  # file:line of a functional call, when known
+
+
+# ---------------------------------------------------------------------------------------------- classification
+def module_kind(m: nn.Module) -> tuple[str, float | None]:
+    if isinstance(m, nn.modules.dropout._DropoutNd):
+        return ("dropout" if m.p > 0 else "elementwise"), float(m.p)
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        return "bn", None
+    if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+        return ("affine_bias" if m.bias is not None else "other"), None
+    if isinstance(m, ELEMENTWISE_MODULES):
+        return "elementwise", None
+    if isinstance(m, SHAPE_MODULES):
+        return "shape", None
+    return "other", None
+
+
+def _arg(node: fx.Node, index: int, key: str, default: Any) -> Any:
+    if key in node.kwargs:
+        return node.kwargs[key]
+    return node.args[index] if len(node.args) > index else default
+
+
+def function_kind(node: fx.Node) -> tuple[str, float | None]:
+    """Kind of a call_function / call_method node."""
+    target = node.target
+    if node.op == "call_function" and target in DROPOUT_FUNCTIONS:
+        p, training = _arg(node, 1, "p", 0.5), _arg(node, 2, "training", True)
+        if isinstance(p, (int, float)) and p > 0 and training is True:
+            return "dropout", float(p)
+        return "elementwise", None
+    if node.op == "call_function" and target is F.batch_norm:
+        return ("bn" if _arg(node, 5, "training", False) is True else "other"), None
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    if target is operator.getitem:
+        name = "getitem"
+    if name in SHAPE_OPS:
+        return "shape", None
+    if name in ELEMENTWISE_OPS:
+        return "elementwise", None
+    return "other", None
+
+
+def _user_line(node: fx.Node) -> str:
+    """`file.py:line` of the user code that made a functional call (from fx's recorded stack trace)."""
+    lines = (node.stack_trace or "").splitlines()
+    for line in reversed(lines):
+        s = line.strip()
+        if s.startswith('File "'):
+            path = s.split('"')[1]
+            if not os.path.abspath(path).startswith(TORCH_DIR):
+                lineno = s.split("line ")[1].split(",")[0] if "line " in s else "?"
+                return f"{os.path.basename(path)}:{lineno}"
+    return ""
+
+
+def _owner(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack)[-1] if stack else ""
+
+
+# ---------------------------------------------------------------------------------------------- graphs
+def _final_arg(arg: Any) -> Any:
+    """The model output's main tensor: the value itself, the first element of a tuple, `logits` of a dict."""
+    if isinstance(arg, (tuple, list)) and arg:
+        return _final_arg(arg[0])
+    if isinstance(arg, dict) and arg:
+        return _final_arg(arg.get("logits", next(iter(arg.values()))))
+    return arg
+
+
+def fx_graph(model: nn.Module) -> tuple[list[Op], int | None]:
+    """Data-flow graph from torch.fx symbolic tracing (sees functional calls); raises when the model does not trace.
+    Stack traces (for the file:line of functional calls) are costly to record: only retrace with them when the
+    graph holds a functional dropout or batch_norm."""
+    graph = fx.Tracer().trace(model)
+    functional = DROPOUT_FUNCTIONS | {F.batch_norm}
+    if any(n.op == "call_function" and n.target in functional for n in graph.nodes):
+        tracer = fx.Tracer()
+        tracer.record_stack_traces = True
+        graph = tracer.trace(model)
+    ops: list[Op] = []
+    index: dict[fx.Node, int] = {}
+    final: int | None = None
+    for node in graph.nodes:
+        ids = [index[n] for n in node.all_input_nodes if n in index]
+        if node.op == "output":
+            last = _final_arg(node.args[0])
+            final = index.get(last) if isinstance(last, fx.Node) else None
+            continue
+        if node.op == "call_module":
+            mod = model.get_submodule(str(node.target))
+            kind, p = module_kind(mod)
+            op = Op(str(node.target), kind, ids, mod, p)
+        elif node.op in ("call_function", "call_method"):
+            kind, p = function_kind(node)
+            fn = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+            owner = _owner(node)
+            name = f"F.{fn}" + (f" in {owner}" if owner else " in the top-level forward")
+            op = Op(name, kind, ids, None, p, _user_line(node))
+        else:
+            op = Op(node.name, "other", ids)
+        index[node] = len(ops)
+        ops.append(op)
+    return ops, final
+
+
+@dataclass
+class HookRun:
+    """What one forward pass with hooks on every leaf module saw."""
+
+    ops: list[Op]
+    final: int | None
+    bn_batches: dict[str, int]  # BatchNorm name -> smallest batch it saw
+
+
+def _same_data(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.data_ptr() == b.data_ptr() and a.numel() == b.numel() and a.numel() > 0)
+
+
+def hook_run(ctx: Context, model: nn.Module, batch: Any) -> HookRun:
+    """One forward pass (no grad, the model's current mode): leaf modules in execution order, linked by tensor
+    identity (a module's input is the output of the last module that produced that very tensor, or a view of it)."""
+    calls: list[tuple[str, nn.Module, list[torch.Tensor], list[torch.Tensor]]] = []
+
+    def hook(mod: nn.Module, args: Any, kwargs: Any, out: Any, name: str) -> None:
+        calls.append((name, mod, list(iter_tensors((args, kwargs))), list(iter_tensors(out))))
+
+    handles = [
+        m.register_forward_hook(lambda mod, a, k, o, name=name: hook(mod, a, k, o, name), with_kwargs=True)
+        for name, m in leaf_modules(model)
+    ]
+    try:
+        with torch.no_grad():
+            out, _ = ctx.forward(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    ops: list[Op] = []
+    produced: list[tuple[torch.Tensor, int]] = []  # (tensor, op index), latest last; tensors stay alive
+    bn_batches: dict[str, int] = {}
+    for name, mod, ins, outs in calls:
+        ids: list[int] = []
+        for t in ins:
+            src = next((i for u, i in reversed(produced) if _same_data(t, u)), None)
+            if src is not None and src not in ids:
+                ids.append(src)
+        kind, p = module_kind(mod)
+        if kind == "bn" and ins and ins[0].dim() > 0:
+            bn_batches[name] = min(bn_batches.get(name, 1 << 30), int(ins[0].shape[0]))
+        produced.extend((t, len(ops)) for t in outs)
+        ops.append(Op(name, kind, ids, mod, p))
+    final = None
+    out_t = out if isinstance(out, torch.Tensor) else first_tensor(out)
+    if out_t is not None:
+        final = next((i for u, i in reversed(produced) if _same_data(out_t, u)), None)
+    return HookRun(ops, final, bn_batches)
+
+
+# ---------------------------------------------------------------------------------------------- rules
+def upstream(ops: list[Op], start: int, through: set[str]) -> Iterable[int]:
+    """Ops reached walking back from ``start``'s inputs through ops whose kind is in ``through`` (not included)."""
+    seen: set[int] = set()
+    stack = list(ops[start].inputs)
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        if ops[i].kind in through:
+            stack.extend(ops[i].inputs)
+        else:
+            yield i
+
+
+def dropout_into_bn(ops: list[Op]) -> list[tuple[Op, Op]]:
+    pairs = []
+    for i, op in enumerate(ops):
+        if op.kind == "bn":
+            pairs += [(ops[j], op) for j in upstream(ops, i, {"elementwise", "shape"}) if ops[j].kind == "dropout"]
+    return pairs
+
+
+def bias_into_bn(ops: list[Op]) -> list[tuple[Op, Op]]:
+    return [
+        (ops[op.inputs[0]], op)
+        for op in ops
+        if op.kind == "bn" and op.inputs and ops[op.inputs[0]].kind == "affine_bias"
+    ]
+
+
+def final_op(ops: list[Op], final: int | None) -> Op | None:
+    """The op that produced the model output, looking through reshapes."""
+    if final is None:
+        return None
+    if ops[final].kind != "shape":
+        return ops[final]
+    found = list(upstream(ops, final, {"shape"}))
+    return ops[found[0]] if len(found) == 1 else None
+
+
+def _label(op: Op) -> str:
+    what = type(op.module).__name__ if op.module is not None else ""
+    p = f"p={op.p:g}" if op.p is not None else ""
+    extra = ", ".join(s for s in (" ".join(s for s in (what, p) if s), op.where) if s)
+    return f"`{op.name}`" + (f" ({extra})" if extra else "")
+
+
+def _ref(op: Op) -> str:
+    """How a hint names an op: the module, or the functional call and its line."""
+    if op.module is not None:
+        return f"`{op.name}`"
+    return f"the `{op.name.split(' in ')[0]}` call" + (f" at {op.where}" if op.where else f" ({op.name})")
+
+
+@probe(
+    "layer-order",
+    title="BatchNorm / dropout placement",
+    order=80,
+    params={"dropout_p_warn": DROPOUT_P_WARN, "min_bn_batch": MIN_BN_BATCH},
+    fast={},
+)
+def layer_order(ctx: Context) -> Result:
+    """Checks where BatchNorm and dropout sit in the data flow of one forward pass.
+
+    What it does:
+        Builds the data-flow graph between the model's modules from one forward pass: with torch.fx symbolic
+        tracing when the model traces (this sees functional calls such as `F.dropout` and the true graph), else
+        from forward hooks on the leaf modules (execution order, and each module's inputs matched by tensor
+        identity to the outputs of earlier modules). Then applies these rules:
+        - dropout feeding a BatchNorm, directly or through elementwise ops / reshapes only -> warn;
+        - BatchNorm or dropout producing the model's final output -> fail (warn with a custom loss: SimSiam /
+          BYOL projector heads end in BatchNorm on purpose);
+        - a BatchNorm whose training batch holds one sample -> fail;
+        - dropout with p >= dropout_p_warn -> warn;
+        - a Linear / Conv with a bias feeding a BatchNorm directly -> a note in a passing result.
+        Dropout and BatchNorm in different branches of a residual block are not linked by the data flow and
+        are not flagged.
+
+    Why is this bad?
+        Dropout scales the kept activations by 1/(1-p) in training only, so a BatchNorm after it learns running
+        statistics with a variance that inference never sees ("variance shift": Li et al., CVPR 2019,
+        "Understanding the Disharmony between Dropout and Batch Normalization by Variance Shift"): test accuracy
+        drops. A BatchNorm on the output forces every output unit to zero mean and unit variance over the batch:
+        logits cannot express priors or confidence, regression outputs cannot reach the targets' scale. Dropout
+        on the output corrupts the predictions the loss sees. BatchNorm on one sample normalises it with its
+        own statistics. Very high dropout starves training. A bias before BatchNorm is cancelled by the mean
+        subtraction (a wasted parameter, harmless).
+
+    Thresholds:
+        dropout_p_warn = 0.8 (Srivastava et al. 2014 use 0.5 for hidden units, 0.2 for inputs);
+        min_bn_batch = 2 (a BatchNorm batch of 1; Wu & He 2018 show BatchNorm degrading below batch 8).
+
+    How to fix:
+        Put dropout after the last BatchNorm (`... -> BatchNorm -> ReLU -> Dropout -> Linear`), end the model
+        with its output layer (no BatchNorm / dropout after it), train BatchNorm with batches of 16+ samples
+        (or use GroupNorm / LayerNorm), keep dropout p in 0.1-0.5, and build a conv / linear layer followed by
+        BatchNorm with `bias=False`.
+
+    Example:
+        `nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(64), nn.Linear(64, 5))`
+        warns: `2` (Dropout p=0.5) feeds `3` (BatchNorm1d).
+    """
+    p = ctx.params
+    batch = ctx.batch()
+    model = ctx.fresh_model(train=True)
+    run = hook_run(ctx, model, batch)
+    method = "hooks"
+    ops, final = run.ops, run.final
+    try:
+        ops_fx, final_fx = fx_graph(model)
+        ops, final, method = ops_fx, final_fx, "torch.fx"
+    except Exception:  # data-dependent control flow, untraceable calls: the hook graph is the fallback
+        pass
+    # fx keeps torch.nn containers (TransformerEncoderLayer, MultiheadAttention) as leaves: add the dropout and
+    # BatchNorm modules the hooks saw inside them
+    dropouts = list({op.name: op for op in run.ops + ops if op.kind == "dropout"}.values())
+    bns = list({op.name: op for op in run.ops + ops if op.kind == "bn"}.values())
+    if not dropouts and not bns:
+        raise ProbeSkip("the forward pass runs no BatchNorm and no dropout (p > 0)")
+
+    fails: list[str] = []
+    warns: list[str] = []
+    hints: list[str] = []
+    notes: list[str] = []
+    measured: dict[str, Any] = {
+        "graph": method,
+        "dropout": {op.name: op.p for op in dropouts},
+        "batchnorm": [op.name for op in bns],
+    }
+    expected: dict[str, Any] = {"dropout_p_max": p["dropout_p_warn"], "bn_batch_min": p["min_bn_batch"]}
+
+    last = final_op(ops, final)
+    measured["final_op"] = last.name if last else None
+    if last is not None and last.kind in ("bn", "dropout"):
+        what = "BatchNorm" if last.kind == "bn" else "dropout"
+        # with a loss nncheck does not know (contrastive, SimSiam / BYOL projectors end in BatchNorm on purpose)
+        # this is a warning; for cross-entropy, BCE and MSE it is a bug
+        (fails if ctx.loss_kind in ("ce", "bce", "mse") else warns).append(
+            f"{what} {_label(last)} produces the model's final output"
+        )
+        expected["final_op"] = "the output layer (Linear / Conv), not BatchNorm or dropout"
+        hints.append(
+            f"Remove {_ref(last)} from the end of the model (or move it before the output layer): the last module "
+            "must be the output layer, e.g. `nn.Linear(hidden, n_out)`; "
+            + (
+                "a BatchNorm on the output forces every output to zero mean / unit variance over the batch."
+                if last.kind == "bn"
+                else "dropout on the output zeroes predictions at random before the loss."
+            )
+        )
+
+    small = {n: b for n, b in run.bn_batches.items() if b < p["min_bn_batch"]}
+    measured["bn_batch"] = min(run.bn_batches.values()) if run.bn_batches else None
+    if small:
+        names = ", ".join(f"`{n}`" for n in small)
+        fails.append(f"BatchNorm {names} trains on a batch of {min(small.values())} sample(s)")
+        hints.append(
+            f"Train with batches of 16+ samples (`DataLoader(..., batch_size=32, drop_last=True)`), or replace "
+            f"{names} by a batch-independent norm: `nn.GroupNorm(8, channels)` or `nn.LayerNorm(features)`."
+        )
+
+    pairs = dropout_into_bn(ops)
+    measured["dropout_before_bn"] = [[d.name, b.name] for d, b in pairs]
+    if pairs:
+        d, b = pairs[0]
+        more = f" (and {len(pairs) - 1} more)" if len(pairs) > 1 else ""
+        warns.append(f"dropout {_label(d)} feeds BatchNorm {_label(b)}{more}: variance shift (Li et al. 2019)")
+        hints.append(
+            f"Move {_ref(d)} after {_ref(b)} (`BatchNorm -> ReLU -> Dropout`), or keep dropout only after the "
+            "last BatchNorm (right before the output layer)."
+        )
+
+    high = [op for op in dropouts if op.p is not None and op.p >= p["dropout_p_warn"]]
+    if high:
+        warns.append("dropout " + ", ".join(_label(op) for op in high) + f" has p >= {p['dropout_p_warn']:g}")
+        hints.append(f"Lower the rate of {_ref(high[0])} to 0.1-0.5, e.g. `nn.Dropout(0.3)`.")
+
+    redundant = bias_into_bn(ops)
+    if redundant:
+        names = ", ".join(f"`{a.name}`" for a, _ in redundant)
+        verb = "feeds" if len(redundant) == 1 else "feed"
+        notes.append(
+            f"{names} {verb} BatchNorm directly with a bias, which BatchNorm's mean subtraction cancels: build "
+            "them with `bias=False` (one wasted parameter vector each, harmless)."
+        )
+    measured["bias_before_bn"] = [a.name for a, _ in redundant]
+
+    kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes, "hint": " ".join(hints)}
+    if fails:
+        return failed("; ".join(fails + warns), **kw)
+    if warns:
+        return warned("; ".join(warns), **kw)
+    return passed(
+        f"{len(dropouts)} dropout and {len(bns)} BatchNorm call(s) placed safely ({method} graph)",
+        **kw,
+    )

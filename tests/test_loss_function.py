@@ -1,0 +1,129 @@
+"""loss-function: double softmax / sigmoid, BCE on logits, NLL on raw scores, MSE on labels, a loss without
+gradient are flagged; correct losses (LogSoftmax + NLLLoss, sigmoid + BCELoss, raw logits + CE) pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import SEEDS, broken_files, correct_files, declared, rel, run_file
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import nncheck
+
+PID = "loss-function"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_broken_setups_are_flagged(path, seed):
+    want = declared(path)[1][PID]
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == want, r.message
+    assert r.hint and r.measured and r.expected
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", correct_files(), ids=rel)
+def test_correct_setups_pass(path, seed):
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value in ("pass", "skip"), r.message
+
+
+def _classes(n_classes: int, n_features: int = 8, batch: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2 * batch, n_features, generator=g)
+    y = torch.randint(0, n_classes, (2 * batch,), generator=g)
+    return [(x[:batch], y[:batch]), (x[batch:], y[batch:])]
+
+
+def _binary(n_features: int = 8, batch: int = 16):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * batch, n_features, generator=g)
+    y = (x[:, 0] > 0).float()
+    return [(x[:batch], y[:batch]), (x[batch:], y[batch:])]
+
+
+def _check(model, data, loss=None) -> nncheck.Result:
+    return nncheck.check(model=model, data=data, loss=loss, only=[PID]).result(PID)
+
+
+def _mlp(n_out: int, hidden: int, *tail: nn.Module):
+    return lambda: nn.Sequential(nn.Linear(8, hidden), nn.ReLU(), nn.Linear(hidden, n_out), *tail)
+
+
+HEADS = {"raw": ([], "pass"), "softmax": ([nn.Softmax(dim=1)], "fail"), "log_softmax": ([nn.LogSoftmax(dim=1)], "pass")}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_classes=st.integers(2, 12), hidden=st.integers(4, 32), head=st.sampled_from(sorted(HEADS)), seed=st.integers(0, 5)
+)
+def test_cross_entropy_fails_on_softmax_outputs_only(n_classes, hidden, head, seed):
+    tail, want = HEADS[head]
+    r = _check(_mlp(n_classes, hidden, *tail), _classes(n_classes, seed=seed))
+    assert r.status.value == want, r.message
+    if head == "softmax":
+        assert "double softmax" in r.message and "model.3" in r.hint
+    if head == "log_softmax":
+        assert any("idempotent" in n for n in r.notes)
+
+
+def test_nll_needs_log_probabilities():
+    data = _classes(4)
+    assert _check(_mlp(4, 16, nn.LogSoftmax(dim=1)), data, nn.NLLLoss()).status.value == "pass"
+    assert _check(_mlp(4, 16), data, nn.NLLLoss()).status.value == "fail"
+    r = _check(_mlp(4, 16, nn.Softmax(dim=1)), data, nn.NLLLoss())
+    assert r.status.value == "fail" and "probabilities" in r.message
+
+
+def test_sigmoid_inside_a_user_loss_before_bce_with_logits_fails():
+    def loss(out, y):
+        return F.binary_cross_entropy_with_logits(torch.sigmoid(out).squeeze(1), y)
+
+    r = _check(_mlp(1, 16), _binary(), loss)
+    assert r.status.value == "fail" and "`sigmoid`" in r.message and "sigmoid" in r.hint
+
+
+def test_sigmoid_then_bce_loss_passes_and_raw_logits_with_bce_with_logits_pass():
+    def bce(out, y):
+        return F.binary_cross_entropy(out.squeeze(1), y)
+
+    assert _check(_mlp(1, 16, nn.Sigmoid()), _binary(), bce).status.value == "pass"
+    assert _check(_mlp(1, 16), _binary()).status.value == "pass"  # inferred BCE-with-logits
+
+
+def test_bce_on_values_outside_unit_interval_on_a_later_batch_fails():
+    # first batch inside [0, 1] (so the setup loads), second batch outside: BCELoss raises there
+    x = torch.cat([torch.full((8, 1), 0.5), torch.full((8, 1), 3.0)])
+    data = [(x[:8], torch.ones(8, 1)), (x[8:], torch.ones(8, 1))]
+    net = nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        net.bias.zero_()
+    r = nncheck.check(model=net, data=data, loss=nn.BCELoss(), only=[PID], budget="full").result(PID)
+    assert r.status.value == "fail", r.message
+
+
+def test_reduction_sum_is_a_note():
+    r = _check(_mlp(3, 16), _classes(3), nn.CrossEntropyLoss(reduction="sum"))
+    assert r.status.value == "pass" and r.measured["reduction_sum"] == ["cross_entropy"]
+    assert any("reduction='sum'" in n for n in r.notes)
+
+
+def test_detached_loss_term_alone_has_no_gradient():
+    def loss(out, y):
+        return F.cross_entropy(out, y) * 0.0 + (out.argmax(1) != y).float().mean()
+
+    r = _check(_mlp(3, 16), _classes(3), loss)
+    assert r.status.value == "fail" and "zero gradient" in r.message
+
+
+def test_mse_on_float_regression_targets_passes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, generator=g)
+    y = x[:, :2] * 1.7 + 0.3
+    r = _check(_mlp(2, 16), [(x[:16], y[:16]), (x[16:], y[16:])])
+    assert r.status.value == "pass", r.message
