@@ -393,7 +393,7 @@ class Context:
         """Validate the setup (raises SetupError with a clear message), infer the loss, time one step."""
         path = self.setup.path
         model = self.fresh_model()
-        batches = self.batches(1)
+        batches = self.batches(MAX_CACHED_BATCHES)  # read once: later probes hit the cache
         if not batches:
             raise SetupError(f"{path}: data() yielded no batch. It must yield at least one (inputs, targets).")
         batch = batches[0]
