@@ -105,10 +105,7 @@ def test_incompatible_shapes_name_both_shapes(tmp_path):
 
 
 def test_user_loss_shape_error_names_loss(tmp_path):
-    body = GOOD_HEAD + (
-        "loss = nn.MSELoss()\n"
-        "def data():\n    return [(torch.randn(8, 4), torch.randn(8, 5))]\n"
-    )
+    body = GOOD_HEAD + ("loss = nn.MSELoss()\ndef data():\n    return [(torch.randn(8, 4), torch.randn(8, 5))]\n")
     msg = preflight_error(write(tmp_path, body))
     assert "MSELoss" in msg and "(8, 3)" in msg and "(8, 5)" in msg
 
@@ -134,7 +131,10 @@ def test_forward_raises_names_the_call(tmp_path):
 
 def test_setup_imports_its_neighbours(tmp_path):
     (tmp_path / "mynet.py").write_text("from torch import nn\nNet = lambda: nn.Linear(4, 2)\n")
-    body = "import torch\nfrom mynet import Net\nmodel = Net\ndef data():\n    return [(torch.randn(8, 4), torch.zeros(8).long())]\n"
+    body = (
+        "import torch\nfrom mynet import Net\nmodel = Net\n"
+        "def data():\n    return [(torch.randn(8, 4), torch.zeros(8).long())]\n"
+    )
     s = load_setup(str(write(tmp_path, body)))
     assert isinstance(s.model(), nn.Module)
 

@@ -1,0 +1,520 @@
+"""batch-isolation: the output of sample i may depend on the input of sample i only (and, for causal sequence
+models, output position t only on input positions <= t)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncheck.context import Context, ProbeSkip, is_float, iter_tensors
+from nncheck.probes import probe
+from nncheck.report import Result, failed, passed
+from nncheck.setup import Batch
+
+# Karpathy, "A Recipe for Training Neural Networks": "use backprop to chart dependencies ... set the loss to be
+# something trivial like the sum of all outputs of example i, run the backward pass all the way to the input, and
+# ensure that you get a non-zero gradient only on the i-th input."
+#
+# Relative size of a gradient on another sample's input (or a future position) that counts as a leak, against
+# the largest gradient on sample i's own input. Isolated models give exactly 0 (there is no path in the graph;
+# masked attention gives exp(-inf) = 0 exactly); every leak in checks/ is >= 0.02 (3 seeds). 1e-6 (the issue's
+# value) is far above float32 rounding of a real zero and far below any real leak.
+TOL = 1e-6
+# Sample indices probed (first, middle, last) and time positions probed for causal leaks (evenly spaced, all of
+# them for short sequences): each is one backward pass through a graph built once.
+SAMPLES = 3
+POSITIONS = 32
+# Perturbation fallback (no gradient reaches the input): relative change of output i when only the other samples'
+# inputs change. Rows of a batched computation do not depend on other rows' values, so isolated models give 0
+# exactly; 1e-5 leaves room for float32 rounding.
+PERTURB_TOL = 1e-5
+# Seed of the fixed random projection vector r: the probed scalar is (output[i] * r).sum(), never
+# output[i].sum(), which has zero gradient when the outputs are a probability simplex (DESIGN.md §6).
+PROJECTION_SEED = 1234
+
+BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
+EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+
+
+# ---------------------------------------------------------------------------------------------- the graph
+class NoGradient(Exception):
+    """The output cannot be differentiated with respect to the inputs: fall back to perturbation."""
+
+
+@dataclass
+class Traced:
+    """One forward pass with differentiable inputs: the leaves (inputs or embedding outputs), the model output,
+    and every module's batch-shaped output in the order the modules finish (to locate where samples mix)."""
+
+    leaves: list[tuple[str, torch.Tensor]]
+    output: torch.Tensor
+    inner: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+
+
+def _shares_storage(a: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
+    p = a.untyped_storage().data_ptr()
+    return any(t.untyped_storage().data_ptr() == p for t in tensors)
+
+
+def trace(ctx: Context, model: nn.Module, batch: Batch, bs: int) -> Traced:
+    """Run the user's forward with float inputs (batch dim first) made leaves that require grad, and the output of
+    the first embedding layer (the one fed from the batch's integer tensors) replaced by such a leaf."""
+    leaves: list[tuple[str, torch.Tensor]] = []
+    inner: list[tuple[str, torch.Tensor]] = []
+
+    def as_leaf(t: torch.Tensor) -> torch.Tensor:
+        if is_float(t) and t.dim() >= 1 and t.shape[0] == bs:
+            leaf = t.detach().clone().requires_grad_(True)
+            leaves.append((f"input {len(leaves)} {tuple(t.shape)}", leaf))
+            return leaf.clone()  # a non-leaf copy: forward() may modify its input in place
+        return t
+
+    inputs = ctx.inputs_of(batch)
+    int_inputs = [t for t in iter_tensors(inputs) if not is_float(t) and t.dtype != torch.bool and t.dim() >= 1]
+    leafy = ctx.map_inputs(batch, as_leaf)
+    emb_state: dict[str, Any] = {"done": False, "fallback": None}
+    handles = []
+
+    def emb_hook(name: str):
+        def hook(mod: nn.Module, inp: tuple[Any, ...], out: Any) -> Any:
+            if emb_state["done"] or not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != bs:
+                return None
+            tok = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
+            fed_from_batch = tok is not None and _shares_storage(tok, int_inputs)
+            if not fed_from_batch and emb_state["fallback"] is not None:
+                return None
+            leaf = out.detach().requires_grad_(True)
+            if fed_from_batch:
+                emb_state["done"] = True
+                # a fallback leaf taken earlier came from an embedding not fed by the batch: drop it
+                if emb_state["fallback"] is not None:
+                    leaves.remove(emb_state["fallback"])
+            entry = (f"output of embedding {name} {tuple(out.shape)}", leaf)
+            leaves.append(entry)
+            if not fed_from_batch:
+                emb_state["fallback"] = entry
+            return leaf.clone()  # `h = emb(x); h += pos` must still work
+
+        return hook
+
+    def inner_hook(name: str):
+        def hook(mod: nn.Module, inp: tuple[Any, ...], out: Any) -> None:
+            for t in iter_tensors(out):
+                if t.requires_grad and t.dim() >= 1 and t.shape[0] == bs:
+                    inner.append((name, t))
+                    break
+
+        return hook
+
+    if int_inputs:
+        for name, m in model.named_modules():
+            if isinstance(m, EMBEDDING_TYPES):
+                handles.append(m.register_forward_hook(emb_hook(name)))
+    for name, m in model.named_modules():
+        if name:  # containers too: nn.MultiheadAttention's work happens in its own forward, not in a child
+            handles.append(m.register_forward_hook(inner_hook(name)))
+    try:
+        with torch.enable_grad():
+            out, _ = ctx.forward(model, leafy)
+    finally:
+        for h in handles:
+            h.remove()
+    out_t = ctx.output_tensor(out)
+    if out_t.dim() < 1 or out_t.shape[0] != bs:
+        raise ProbeSkip(f"the output's first dimension ({tuple(out_t.shape)}) is not the batch size {bs}")
+    if not leaves:
+        if int_inputs:
+            raise NoGradient("the inputs are integer tensors and no nn.Embedding / nn.EmbeddingBag reads them")
+        raise NoGradient("no float input tensor with the batch dimension first")
+    if not out_t.requires_grad:
+        raise NoGradient("no gradient path from the output to the input (torch.no_grad / detach in forward?)")
+    return Traced(leaves, out_t, inner)
+
+
+def projection(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """A fixed random vector for one sample's output (DESIGN.md §6: never output[i].sum())."""
+    g = torch.Generator().manual_seed(PROJECTION_SEED)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
+
+
+def row_max(g: torch.Tensor | None, n: int) -> torch.Tensor:
+    """Largest |gradient| per row of the first dimension (zeros for an unused tensor)."""
+    if g is None or g.numel() == 0:
+        return torch.zeros(n, dtype=torch.float64)
+    return g.detach().abs().reshape(n, -1).amax(dim=1).double().cpu()
+
+
+def probe_samples(tr: Traced, bs: int, idx: list[int], tol: float) -> dict[str, Any]:
+    """For each sample i: gradient of (output[i] * r).sum() on every leaf. Finds leaks (rows j != i) and samples
+    whose output does not depend on their own input. Locates the first module whose output already mixes."""
+    r = projection(tr.output.shape[1:], tr.output)
+    tensors = [t for _, t in tr.leaves] + [t for _, t in tr.inner]
+    worst: dict[str, Any] = {"ratio": 0.0}
+    dead: list[int] = []
+    mixed_inner: set[int] = set()
+    nonfinite = False
+    for i in idx:
+        s = (tr.output[i] * r).sum()
+        grads = torch.autograd.grad(s, tensors, retain_graph=True, allow_unused=True)
+        nonfinite = nonfinite or any(
+            g is not None and not bool(torch.isfinite(g).all()) for g in grads[: len(tr.leaves)]
+        )
+        own = 0.0
+        per_leaf = []
+        for (name, _), g in zip(tr.leaves, grads[: len(tr.leaves)]):
+            m = row_max(g, bs)
+            own = max(own, float(m[i]))
+            others = m.clone()
+            others[i] = 0
+            j = int(others.argmax())
+            per_leaf.append((name, j, float(others[j])))
+        if own == 0.0:
+            dead.append(i)
+        for name, j, val in per_leaf:
+            ratio = val / own if own > 0 else (float("inf") if val > 0 else 0.0)
+            if ratio > tol and ratio > worst["ratio"]:
+                worst = {"ratio": ratio, "sample": i, "leaks_from": j, "leaf": name, "grad": val, "own_grad": own}
+        for n_inner, g in enumerate(grads[len(tr.leaves) :]):
+            m = row_max(g, bs)
+            own_i = float(m[i])
+            m[i] = 0
+            if float(m.max()) > tol * max(own_i, 1e-30):
+                mixed_inner.add(n_inner)
+    out: dict[str, Any] = {"samples": idx, "dead_samples": dead, "leak": worst["ratio"] > tol}
+    out["nonfinite_grad"] = nonfinite
+    if out["leak"]:
+        out.update({k: v for k, v in worst.items()})
+        out["where"] = locate(tr, mixed_inner)
+    return out
+
+
+def locate(tr: Traced, mixed_inner: set[int]) -> dict[str, str | None]:
+    """Between which modules samples start to mix: after the last module (in execution order) whose output
+    gradient already leaks, every later module output is isolated; the mixing happens in the next module or in
+    the code that runs between them."""
+    last_mixed = max(mixed_inner) if mixed_inner else -1
+    before = tr.inner[last_mixed][0] if last_mixed >= 0 else None
+    after = tr.inner[last_mixed + 1][0] if last_mixed + 1 < len(tr.inner) else None
+    return {"after": before, "at_or_before": after}
+
+
+# ---------------------------------------------------------------------------------------------- perturbation
+def _output(ctx: Context, model: nn.Module, batch: Batch) -> torch.Tensor:
+    ctx.seed_all()  # any randomness inside forward repeats exactly
+    with torch.no_grad():
+        out, _ = ctx.forward(model, batch)
+    return ctx.output_tensor(out).detach()
+
+
+def _per_sample(ctx: Context, batch: Batch, bs: int, fn: Any) -> Batch:
+    """Apply ``fn`` to every input tensor whose first dimension is the batch."""
+    return ctx.map_inputs(batch, lambda t: fn(t) if t.dim() >= 1 and t.shape[0] == bs else t)
+
+
+def perturb_samples(ctx: Context, model: nn.Module, batch: Batch, bs: int, idx: list[int]) -> dict[str, Any]:
+    """The same test without gradients (forward passes only, dropout off): change every other sample's input
+    (rolled by one along the batch) and see whether output i moves; give sample i another sample's input and see
+    that it does. Used when no gradient reaches the inputs (a frozen backbone under torch.no_grad, integer
+    inputs without an embedding layer)."""
+    base = _output(ctx, model, batch)
+    worst: dict[str, Any] = {"ratio": 0.0}
+    dead: list[int] = []
+    for i in idx:
+
+        def others(t: torch.Tensor, i: int = i) -> torch.Tensor:
+            t2 = t.roll(1, 0).clone()
+            t2[i] = t[i]
+            return t2
+
+        def own(t: torch.Tensor, i: int = i) -> torch.Tensor:
+            t2 = t.clone()
+            t2[i] = t[(i + 1) % bs]
+            return t2
+
+        size = max(float(base[i].abs().max()), 1e-12)
+        moved = float((_output(ctx, model, _per_sample(ctx, batch, bs, others))[i] - base[i]).abs().max())
+        changed = float((_output(ctx, model, _per_sample(ctx, batch, bs, own))[i] - base[i]).abs().max())
+        if changed / size <= PERTURB_TOL:
+            dead.append(i)
+        ratio = moved / size
+        if ratio > PERTURB_TOL and ratio > worst["ratio"]:
+            worst = {"ratio": ratio, "sample": i, "change": moved, "output_size": size}
+    out: dict[str, Any] = {"samples": idx, "dead_samples": dead, "leak": worst["ratio"] > PERTURB_TOL}
+    if out["leak"]:
+        out.update(worst)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- causal
+def probe_causal(ctx: Context, tr: Traced, tol: float, n_pos: int) -> dict[str, Any]:
+    """Output position t of sample 0 must have zero gradient on input positions > t (time = dim 1)."""
+    out = tr.output
+    leaves = [(n, t) for n, t in tr.leaves if t.dim() >= 2 and out.dim() >= 2 and t.shape[1] == out.shape[1]]
+    if out.dim() < 3 or not leaves:
+        return {"checked": False, "why": f"no input with the output's time axis (output {tuple(out.shape)})"}
+    steps = int(out.shape[1])
+    if steps < 2:
+        return {"checked": False, "why": "sequence of length 1"}
+    cand = list(range(steps - 1))
+    if len(cand) > n_pos:
+        cand = sorted({round(k * (steps - 2) / (n_pos - 1)) for k in range(n_pos)})
+    r = projection(out.shape[2:], out)
+    for t in cand:
+        s = (out[0, t] * r).sum()
+        grads = torch.autograd.grad(s, [x for _, x in leaves], retain_graph=True, allow_unused=True)
+        past = future = 0.0
+        src = -1
+        for g in grads:
+            if g is None:
+                continue
+            m = g[0].detach().abs().reshape(steps, -1).amax(dim=1).double().cpu()
+            past = max(past, float(m[: t + 1].max()))
+            fut = m[t + 1 :]
+            if fut.numel() and float(fut.max()) > future:
+                future, src = float(fut.max()), t + 1 + int(fut.argmax())
+        ratio = future / past if past > 0 else (float("inf") if future > 0 else 0.0)
+        if ratio > tol:
+            return {
+                "checked": True,
+                "leak": True,
+                "first_leaking_position": t,
+                "leaks_from_position": src,
+                "ratio": ratio,
+                "positions_checked": len(cand),
+                "seq_len": steps,
+            }
+    return {"checked": True, "leak": False, "positions_checked": len(cand), "seq_len": steps}
+
+
+# ---------------------------------------------------------------------------------------------- hints
+BATCH_HINT = (
+    "Something in forward() mixes the batch dimension{where}. Look for: a reshape/view that moves the batch dim "
+    "(`x.view(-1, batch)`, `x.transpose(0, 1).reshape(B, -1)`: keep `x.reshape(x.shape[0], -1)`); a reduction over "
+    "dim 0 (`x - x.mean(0)`, `softmax(dim=0)`, `x / x.sum(0)`: reduce over the feature dims, e.g. `x.mean(-1, "
+    "keepdim=True)`, or use nn.LayerNorm); an nn.LSTM / nn.GRU / nn.MultiheadAttention / nn.Transformer built "
+    "without `batch_first=True` but fed (B, T, C) tensors: pass `batch_first=True` (or permute to (T, B, C))."
+)
+DEAD_HINT = (
+    "Output i does not depend on input i at all: the input is overwritten or detached in forward() "
+    "(`x = x * 0`, `torch.zeros_like(x)`, `x.detach()` before the first layer, a constant buffer fed instead of x)."
+)
+STUCK_HINT = (
+    "model.eval() did not put every BatchNorm in eval mode: do not override `train()` / `eval()` without "
+    "calling `super().train(mode)`. "
+)
+CAUSAL_HINT = (
+    "The model is declared causal (`causal = True`) but output position {t} depends on input position {src}: "
+    "the attention mask is missing or wrong. Pass a causal mask to every attention layer, e.g. "
+    "`mask = nn.Transformer.generate_square_subsequent_mask(T)` and `self.blocks(h, mask=mask, is_causal=True)` "
+    "(or `F.scaled_dot_product_attention(q, k, v, is_causal=True)`); the mask must be -inf ABOVE the diagonal "
+    "(`torch.triu(..., diagonal=1)`), not below it. Also check padding / convolutions for look-ahead."
+)
+
+
+def _where(res: dict[str, Any]) -> str:
+    w = res.get("where") or {}
+    a, b = w.get("after"), w.get("at_or_before")
+    if a and b:
+        return f" between module `{a}` and module `{b}` (in `{b}` or in the code that runs before it)"
+    if b:
+        return f" before module `{b}` (between the input and `{b}`, or in `{b}` itself)"
+    if a:
+        return f" after module `{a}` (in the code between `{a}` and the output)"
+    return ""
+
+
+def judge(
+    ctx: Context, model: nn.Module, batch: Batch, bs: int, idx: list[int], tol: float
+) -> tuple[dict[str, Any], Traced | None]:
+    """Gradient test on ``model``; perturbation test when no gradient reaches the inputs."""
+    try:
+        tr = trace(ctx, model, batch, bs)
+    except NoGradient as e:
+        res = perturb_samples(ctx, ctx.without_dropout(model), batch, bs, idx)
+        return {**res, "method": "perturbation", "why": str(e)}, None
+    res = probe_samples(tr, bs, idx, tol)
+    if res["dead_samples"] and len(res["dead_samples"]) == len(idx) and not res["leak"]:
+        # no gradient on any own input: either the input is ignored, or the path is cut (torch.no_grad around a
+        # frozen backbone); forward passes tell which
+        pert = perturb_samples(ctx, ctx.without_dropout(model), batch, bs, idx)
+        if len(pert["dead_samples"]) < len(idx):
+            why = (
+                "the input gradients are not finite (NaN / inf)"
+                if res["nonfinite_grad"]
+                else "no gradient reaches the inputs, yet the output changes with them (torch.no_grad / detach)"
+            )
+            return {**pert, "method": "perturbation", "why": why}, None
+    return {**res, "method": "gradient"}, tr
+
+
+def _has_batchnorm(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, BATCHNORM_TYPES)]
+
+
+def _leak_msg(mode: str, res: dict[str, Any]) -> str:
+    if res.get("method") == "perturbation":
+        return (
+            f"{mode} mode: output of sample {res['sample']} changes by {res['change']:.3g} ({res['ratio']:.3g} x its "
+            "size) when only the other samples' inputs change"
+        )
+    size = (
+        f"{res['ratio']:.3g} x the largest on its own input" if res["own_grad"] > 0 else "while its own input gets none"
+    )
+    return (
+        f"{mode} mode: output of sample {res['sample']} has gradient on the input of sample {res['leaks_from']} "
+        f"({res['grad']:.3g}, {size}; on the {res['leaf']})"
+    )
+
+
+@probe(
+    "batch-isolation",
+    title="Per-sample gradient isolation",
+    order=50,
+    params={"samples": SAMPLES, "tol": TOL, "positions": POSITIONS},
+    fast={"positions": 8},
+)
+def batch_isolation(ctx: Context) -> Result:
+    """Checks that each sample's output depends on its own input only (and on the past only, for causal models).
+
+    What it does:
+        Karpathy's "use backprop to chart dependencies". On the first batch, float inputs with the batch
+        dimension first (every one of a tuple / dict) are made leaves that require grad; for integer (token)
+        inputs, the output of the first nn.Embedding / nn.EmbeddingBag is (a forward hook). For a few samples i
+        (`samples`, default 3: first, middle, last) it takes the gradient of (output[i] * r).sum() (r a fixed
+        random vector: a plain sum has no gradient through softmax outputs) on every leaf. First in eval mode
+        (no BatchNorm batch statistics, no dropout), then in train mode. When the setup declares
+        `causal = True`, it also checks in eval mode that output position t of a sample has zero gradient on
+        its input positions > t (reported in measured["causal"]). On a leak, gradients on each module's output
+        locate the first module past which the samples stay mixed. Where no gradient reaches the inputs (a
+        frozen backbone under torch.no_grad, NaN gradients, integer inputs without an embedding layer) the same
+        questions are answered by forward passes: change the other samples' inputs (output i must not move)
+        and sample i's own input (output i must move).
+
+    Why is this bad?
+        A model whose prediction for one sample depends on the other samples of the batch trains on a moving
+        target and behaves differently at inference (batch size 1, another batch order): a view / transpose
+        that moves the batch dimension, a mean over dim 0, or an RNN / attention layer reading (B, T, C) as
+        (T, B, C) silently mix samples and still "learn". A causal language model that sees future tokens
+        reaches a suspiciously low training loss and generates garbage.
+
+    Thresholds:
+        fail when any gradient on another sample's input exceeds tol (1e-6) x the largest gradient on the
+        sample's own input (isolated models give exactly 0; every leak in checks/ is above 0.02 on 3 seeds),
+        or when no probed sample's own input gets any gradient (the output ignores the input; one sample
+        without gradient, e.g. behind inactive ReLUs, is only a note). A leak only in train mode is expected
+        with BatchNorm (pass, with a note) and a fail without it. Causal: fail at the first position t with
+        gradient on an input position > t above tol x its largest gradient on positions <= t.
+
+    How to fix:
+        Keep the batch dimension first and untouched: `x.reshape(x.shape[0], -1)` instead of `x.view(-1, B)`,
+        reduce over feature dimensions, never dim 0 (use nn.LayerNorm instead of `x - x.mean(0)`), build RNN /
+        attention layers with `batch_first=True`, and give a causal model a causal attention mask.
+
+    Example:
+        `def forward(self, x): x = x - x.mean(0); return self.net(x)`: fail, "eval mode: output of sample 0 has
+        gradient on the input of sample 1 (0.0123, 0.0312 x its own ...) before module `net.0`".
+    """
+    p = ctx.params
+    tol = float(p["tol"])
+    batch = ctx.batch()
+    bs = ctx.batch_size(batch)
+    if bs < 2:
+        raise ProbeSkip("the first batch holds one sample: nothing to isolate")
+    n = max(1, min(int(p["samples"]), bs))
+    idx = sorted({round(k * (bs - 1) / max(n - 1, 1)) for k in range(n)})
+
+    measured: dict[str, Any] = {"batch_size": bs}
+    notes: list[str] = []
+    expected = {"tol": tol, "leak": False}
+
+    model = ctx.fresh_model(train=False)
+    stuck = [n for n, m in model.named_modules() if isinstance(m, BATCHNORM_TYPES) and m.training]
+    ev, tr = judge(ctx, model, batch, bs, idx, tol)
+    measured["eval"] = ev
+    measured["leaves"] = [name for name, _ in tr.leaves] if tr else []
+    if ctx.setup.causal:
+        measured["causal"] = (
+            probe_causal(ctx, tr, tol, int(p["positions"]))
+            if tr is not None
+            else {"checked": False, "why": "no gradient reaches the inputs"}
+        )
+    else:
+        measured["causal"] = {"checked": False, "why": "the setup does not declare causal = True"}
+    del tr
+    if ev["method"] == "perturbation":
+        notes.append(f"checked by perturbing inputs (forward passes only): {ev['why']}")
+
+    if ev["leak"]:
+        stuck_txt = (
+            f"; BatchNorm {', '.join(stuck[:3])} stays in training mode after model.eval() (an overridden "
+            "train()/eval()?)"
+            if stuck
+            else ""
+        )
+        return failed(
+            _leak_msg("eval", ev) + _where(ev) + stuck_txt,
+            measured=measured,
+            expected=expected,
+            hint=(STUCK_HINT if stuck else "") + BATCH_HINT.format(where=_where(ev)),
+            notes=notes,
+        )
+    if ev["dead_samples"] and len(ev["dead_samples"]) == len(idx):
+        return failed(
+            f"eval mode: the output of sample(s) {ev['dead_samples']} does not change with its own input "
+            f"({ev['method']}): the output does not depend on the input",
+            measured=measured,
+            expected=expected,
+            hint=DEAD_HINT,
+            notes=notes,
+        )
+    if ev["dead_samples"]:
+        notes.append(
+            f"sample(s) {ev['dead_samples']} get no gradient on their own input in eval mode (e.g. every ReLU on "
+            "their path is inactive); the others do"
+        )
+
+    train_model = ctx.fresh_model(train=True)
+    if ev["method"] == "perturbation":
+        ctx.without_dropout(train_model)
+    trn, _ = judge(ctx, train_model, batch, bs, idx, tol)
+    measured["train"] = trn
+    if trn["leak"]:
+        bns = _has_batchnorm(train_model)
+        if bns:
+            trn["expected_from_batchnorm"] = bns
+            notes.append(
+                f"train mode mixes samples ({trn['ratio']:.3g} x) through BatchNorm batch statistics "
+                f"({', '.join(bns[:3])}{'...' if len(bns) > 3 else ''}): expected; eval mode is isolated"
+            )
+        else:
+            return failed(
+                _leak_msg("train", trn) + _where(trn) + "; eval mode is isolated and the model has no BatchNorm",
+                measured=measured,
+                expected=expected,
+                hint="A module mixes samples only in training mode (a batch statistic computed under "
+                "`if self.training:`, a custom normalisation over dim 0; if it is a hand-written BatchNorm, "
+                "skip this probe for the setup). " + BATCH_HINT.format(where=_where(trn)),
+                notes=notes,
+            )
+
+    causal = measured["causal"]
+    if causal.get("leak"):
+        return failed(
+            f"causal leak: output position {causal['first_leaking_position']} depends on input position "
+            f"{causal['leaks_from_position']} (ratio {causal['ratio']:.3g}; sequence length {causal['seq_len']})",
+            measured=measured,
+            expected={**expected, "causal_leak": False},
+            hint=CAUSAL_HINT.format(t=causal["first_leaking_position"], src=causal["leaks_from_position"]),
+            notes=notes,
+        )
+    if ctx.setup.causal and not causal.get("checked"):
+        notes.append(f"causal check skipped: {causal.get('why')}")
+    msg = f"samples {idx} depend only on their own input in eval and train mode"
+    if trn["leak"]:
+        msg = f"samples {idx} depend only on their own input in eval mode (train mode mixes through BatchNorm)"
+    if causal.get("checked"):
+        msg += f"; causal: no position sees the future ({causal['positions_checked']} positions checked)"
+    return passed(msg, measured=measured, expected=expected, notes=notes)

@@ -1,0 +1,243 @@
+"""batch-isolation: per-sample gradient isolation (eval, then train mode) and causal leakage along time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import SEEDS, broken_files, correct_files, rel, run_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import nncheck
+
+PID = "batch-isolation"
+
+
+def _check(model, data, **kw):
+    return nncheck.check(model=model, data=data, only=[PID], **kw)[PID]
+
+
+def _xy(n=16, f=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, f, generator=g)
+    return [(x, torch.randint(0, classes, (n,), generator=g))]
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_broken_setups_fail(path, seed):
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail", f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+    assert r.hint and r.measured and r.expected
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", correct_files(), ids=rel)
+def test_correct_setups_pass(path, seed):
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value in ("pass", "skip"), f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+
+
+def test_causal_lm_is_checked_and_leak_is_located():
+    lm = next(p for p in correct_files() if p.name == "tiny_lm.py")
+    r = run_file(lm, only=[PID]).result(PID)
+    assert r.status.value == "pass"
+    assert r.measured["causal"]["checked"] and not r.measured["causal"]["leak"]
+    assert "embedding tok" in r.measured["leaves"][0]
+    broken = next(p for p in broken_files(PID) if p.name == "bi_causal_lm_no_mask.py")
+    r = run_file(broken, only=[PID]).result(PID)
+    assert r.measured["causal"]["leak"] and r.measured["causal"]["first_leaking_position"] == 0
+    assert r.measured["causal"]["leaks_from_position"] > 0
+
+
+def test_gru_mixup_names_the_gru():
+    path = next(p for p in broken_files(PID) if p.name == "bi_gru_not_batch_first.py")
+    r = run_file(path, only=[PID]).result(PID)
+    assert r.measured["eval"]["where"]["at_or_before"] == "gru"
+    assert "batch_first=True" in r.hint
+
+
+# ---------------------------------------------------------------------------------------------- modes
+class _TrainOnlyCentering(nn.Module):
+    """Centres over the batch in training mode only (a hand-made batch statistic, not a BatchNorm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        if self.training:
+            x = x - x.mean(0)
+        return self.net(x)
+
+
+def test_train_only_leak_without_batchnorm_fails():
+    r = _check(_TrainOnlyCentering, _xy())
+    assert r.status.value == "fail"
+    assert not r.measured["eval"]["leak"] and r.measured["train"]["leak"]
+
+
+def test_batchnorm_train_mode_leak_is_expected():
+    r = _check(lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)), _xy())
+    assert r.status.value == "pass"
+    assert r.measured["train"]["leak"] and r.measured["train"]["expected_from_batchnorm"] == ["1"]
+    assert any("BatchNorm" in n for n in r.notes)
+
+
+def test_softmax_outputs_still_get_gradient():
+    # output[i].sum() == 1 for every input: a plain sum would see no dependence at all (DESIGN.md §6)
+    r = _check(
+        lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(dim=-1)),
+        _xy(),
+        loss=lambda out, y: nn.functional.nll_loss(out.clamp_min(1e-9).log(), y),
+    )
+    assert r.status.value == "pass", r.message
+
+
+def test_input_ignored_fails_as_dead():
+    class Dead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.lin(x) * 0 + self.lin.bias
+
+    r = _check(Dead, _xy())
+    assert r.status.value == "fail" and r.measured["eval"]["dead_samples"]
+
+
+def test_softmax_over_batch_fails():
+    r = _check(
+        lambda: nn.Sequential(nn.Linear(6, 3), nn.Softmax(dim=0)),
+        _xy(),
+        loss=lambda out, y: nn.functional.nll_loss(out.clamp_min(1e-9).log(), y),
+    )
+    assert r.status.value == "fail"
+
+
+# ---------------------------------------------------------------------------------------------- input kinds
+class _DictNet(nn.Module):
+    def __init__(self, mix: bool) -> None:
+        super().__init__()
+        self.mix = mix
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(3, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, num, extra):
+        h = self.a(num) + self.b(extra.flip(0) if self.mix else extra)
+        return self.head(torch.relu(h))
+
+
+@pytest.mark.parametrize("mix, want", [(False, "pass"), (True, "fail")])
+def test_dict_inputs_every_float_tensor_is_checked(mix, want):
+    g = torch.Generator().manual_seed(0)
+    data = [
+        (
+            {"num": torch.randn(8, 4, generator=g), "extra": torch.randn(8, 3, generator=g)},
+            torch.randint(0, 2, (8,), generator=g),
+        )
+    ]
+    r = _check(lambda: _DictNet(mix), data)
+    assert r.status.value == want, r.message
+    assert len(r.measured["leaves"]) == 2
+
+
+@pytest.mark.parametrize("mix, want", [(False, "pass"), (True, "fail")])
+def test_integer_inputs_without_embedding_use_perturbation(mix, want):
+    class OneHot(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = nn.functional.one_hot(x, 5).float().mean(1)
+            return self.lin(h - h.mean(0) if mix else h)
+
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randint(0, 5, (8, 4), generator=g), torch.randint(0, 2, (8,), generator=g))]
+    r = _check(OneHot, data)
+    assert r.status.value == want, r.message
+    assert r.measured["eval"]["method"] == "perturbation"
+
+
+class _Frozen(nn.Module):
+    """A frozen feature extractor run under torch.no_grad(): no gradient reaches the input, yet it is used."""
+
+    def __init__(self, mix: bool) -> None:
+        super().__init__()
+        self.mix = mix
+        self.backbone = nn.Sequential(nn.Linear(6, 16), nn.ReLU())
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.backbone(x)
+            if self.mix:
+                h = h - h.mean(0)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("mix, want", [(False, "pass"), (True, "fail")])
+def test_frozen_backbone_under_no_grad_is_checked_by_perturbation(mix, want):
+    r = _check(lambda: _Frozen(mix), _xy())
+    assert r.status.value == want, r.message
+    assert r.measured["eval"]["method"] == "perturbation"
+
+
+# ---------------------------------------------------------------------------------------------- property
+ACTIVATIONS = [nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.LeakyReLU, nn.SiLU]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    act=st.sampled_from(ACTIVATIONS),
+    layer_norm=st.booleans(),
+    dropout=st.booleans(),
+    batch=st.integers(2, 9),
+    n_in=st.integers(1, 6),
+)
+def test_any_mlp_without_batchnorm_is_isolated(widths, act, layer_norm, dropout, batch, n_in):
+    def make():
+        layers: list[nn.Module] = []
+        d = n_in
+        for w in widths:
+            layers += [nn.Linear(d, w), act()]
+            if layer_norm:
+                layers.append(nn.LayerNorm(w))
+            if dropout:
+                layers.append(nn.Dropout(0.5))
+            d = w
+        layers.append(nn.Linear(d, 3))
+        return nn.Sequential(*layers)
+
+    r = _check(make, _xy(n=batch, f=n_in), budget="fast")
+    assert not r.measured["eval"]["leak"], r.message
+    if r.status.value == "fail":  # only when tiny ReLU layers leave every probed sample without gradient
+        assert len(r.measured["eval"]["dead_samples"]) == len(r.measured["eval"]["samples"]), r.message
+    else:
+        assert r.status.value == "pass", r.message
+        assert not r.measured["train"]["leak"]
+
+
+def test_in_place_ops_on_inputs_and_embedding_outputs_work():
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok = nn.Embedding(10, 8)
+            self.pos = nn.Parameter(torch.randn(5, 8))
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, ids):
+            h = self.tok(ids)
+            h += self.pos  # in place on the embedding output
+            return self.head(h.relu_().mean(1))
+
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randint(0, 10, (6, 5), generator=g), torch.randint(0, 3, (6,), generator=g))]
+    r = _check(InPlace, data)
+    assert r.status.value == "pass", r.message

@@ -1,0 +1,118 @@
+"""input-independent: real inputs must beat blanked inputs; input-ignoring models fail, shuffled labels warn."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import SEEDS, broken_files, correct_files, declared, rel, run_file
+from torch import nn
+
+import nncheck
+from nncheck.probes.input_independent import advantage, blank, identical, rel_gap
+
+PID = "input-independent"
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+def test_blank_float_int_bool():
+    x = torch.randn(4, 3)
+    assert torch.equal(blank(x), torch.zeros(4, 3))
+    tokens = torch.tensor([[5, 5, 2], [5, 1, 5]])
+    assert torch.equal(blank(tokens), torch.full((2, 3), 5))  # the most frequent token
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert torch.equal(blank(mask), torch.ones(2, 3, dtype=torch.long))  # masks keep their 'keep' value
+    b = torch.tensor([True, False])
+    assert torch.equal(blank(b), b)
+
+
+def test_gap_and_advantage():
+    assert rel_gap(1.0, 2.0) == pytest.approx(0.5)
+    assert rel_gap(math.nan, 1.0) == -math.inf
+    assert rel_gap(1.0, math.inf) == math.inf
+    assert advantage(0.02, -0.1) == pytest.approx(0.12)  # A's handicap at init is credited back
+    assert advantage(0.02, 0.1) == pytest.approx(0.02)  # a head start at init is not
+    assert identical([1.0, 0.5], [1.0, 0.5 + 1e-9])
+    assert not identical([1.0, 0.5], [1.0, 0.49])
+
+
+# ---------------------------------------------------------------------------------------------- corpus
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_broken_setups_are_flagged(path, seed):
+    want = declared(path)[1][PID]
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == want, f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+    assert r.hint and r.measured and r.expected
+    assert "real inputs (A), train" in r.series["loss"]["curves"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", correct_files(), ids=rel)
+def test_correct_setups_pass(path, seed):
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "pass", f"{rel(path)} seed {seed}: {r.status.value}: {r.message}"
+
+
+def test_input_ignoring_model_stops_early_with_identical_losses():
+    path = next(p for p in broken_files(PID) if p.name == "ii_input_zeroed_in_forward.py")
+    r = run_file(path, only=[PID]).result(PID)
+    assert r.status.value == "fail"
+    assert r.measured["identical_losses"] is True
+    assert r.measured["stopped_early"] == "identical losses"
+    assert r.measured["steps"] <= 20
+
+
+# ---------------------------------------------------------------------------------------------- API paths
+def _dict_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    return [{"features": x[i : i + 32], "label": y[i : i + 32]} for i in range(0, 128, 32)]
+
+
+class _DictNet(nn.Module):
+    def __init__(self, ignore: bool) -> None:
+        super().__init__()
+        self.ignore = ignore
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features * 0 if self.ignore else features)
+
+
+def _dict_forward(model, batch):
+    # the integer labels live in the batch: map_inputs blanks them too, so the probe must take targets from the
+    # unperturbed batch
+    return model(features=batch["features"]), batch["label"]
+
+
+@pytest.mark.parametrize("ignore, want", [(False, "pass"), (True, "fail")])
+def test_dict_batches_with_custom_forward(ignore, want):
+    report = nncheck.check(
+        model=lambda: _DictNet(ignore),
+        data=_dict_data,
+        forward=_dict_forward,
+        optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+        only=[PID],
+        budget="fast",
+    )
+    r = report[PID]
+    assert r.status.value == want, r.message
+
+
+def test_single_batch_is_split_into_train_and_heldout():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    report = nncheck.check(
+        model=lambda: nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)),
+        data=[(x, y)],
+        optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+        only=[PID],
+        budget="fast",
+    )
+    r = report[PID]
+    assert r.status.value == "pass", r.message
+    assert r.measured["train_batches"] == 1 and "heldout_advantage" in r.measured
