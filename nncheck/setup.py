@@ -79,6 +79,7 @@ class Setup:
     settings: dict[str, Any] = field(default_factory=dict)
     custom_forward: bool = False
     custom_optimizer: bool = False
+    model_is_instance: bool = False  # `model` was a module instance (deep-copied), not a factory
     # filled by inference (nncheck.context.Context.preflight)
     loss_name: str = ""
     loss_inferred: bool = False
@@ -165,6 +166,7 @@ def setup_from_kwargs(
         settings=dict(settings or {}),
         custom_forward=forward is not None,
         custom_optimizer=optimizer is not None,
+        model_is_instance=isinstance(model, nn.Module),
     )
 
 

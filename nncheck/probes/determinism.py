@@ -111,7 +111,7 @@ def describe(names: list[tuple[str, float]]) -> str:
 # ---------------------------------------------------------------------------------------------- (1) model
 def is_instance_model(ctx: Context) -> bool:
     """The setup gave a module instance (the Setup wraps it in a deep-copying factory)."""
-    return getattr(ctx.setup.model, "__qualname__", "").startswith("_model_factory.")
+    return ctx.setup.model_is_instance
 
 
 def check_model_build(ctx: Context) -> Diff:
