@@ -20,8 +20,20 @@ WARN_RATIO = 1.25
 # L0 below 0.5 x L_prior (the best constant prediction) before any training: the inputs leak the labels,
 # or the loss is mis-scaled (e.g. divided by the batch size twice).
 LOW_RATIO = 0.5
+# Outputs that are log-probabilities (LogSoftmax before NLLLoss: every row's logsumexp is 0) know nothing when they
+# are uniform, -log C, not when they are zero (a log-probability of 0 is a certainty, which NLLLoss scores 0).
+LOG_PROB_TOL = 1e-3
 # Steps of the constant fit that estimates L_prior for a loss nncheck does not know.
 PRIOR_FIT_STEPS = 200
+
+
+def _uninformed(out: torch.Tensor) -> torch.Tensor:
+    """The output of a model that knows nothing: all zeros (logits, regression), or uniform log-probabilities."""
+    if out.is_floating_point() and out.dim() >= 2 and bool((out <= 0).all()):
+        for dim in sorted({1, out.dim() - 1}):
+            if bool((out.logsumexp(dim).abs() < LOG_PROB_TOL).all()):
+                return torch.full_like(out, -math.log(out.shape[dim]))
+    return torch.zeros_like(out)
 
 
 def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
@@ -118,7 +130,7 @@ def initial_loss(ctx: Context) -> Result:
             out, y = ctx.forward(model, b)
             l0 += float(ctx.loss(out, y))
             out_t = ctx.output_tensor(out)
-            lzero += float(ctx.loss(torch.zeros_like(out_t), y))
+            lzero += float(ctx.loss(_uninformed(out_t), y))
             outs.append(out_t.detach())
             ys.append(y)
     n = len(batches)
@@ -145,14 +157,14 @@ def initial_loss(ctx: Context) -> Result:
         )
     ratio = l0 / lzero if lzero > 0 else math.inf
     measured["ratio_to_zero"] = ratio
-    if l0 > p["fail_ratio"] * lzero:
+    if lzero > 0 and l0 > p["fail_ratio"] * lzero:
         return failed(
             f"loss at init {l0:.4g} is {ratio:.1f}x the loss of an all-zero output ({lzero:.4g}){where}",
             measured=measured,
             expected={"L0_max": p["fail_ratio"] * lzero, **expected},
             hint=_verdict_hint(layer, ctx.loss_kind),
         )
-    if l0 > p["warn_ratio"] * lzero:
+    if lzero > 0 and l0 > p["warn_ratio"] * lzero:
         return warned(
             f"loss at init {l0:.4g} is {ratio:.2f}x the loss of an all-zero output ({lzero:.4g}){where}",
             measured=measured,
