@@ -134,7 +134,7 @@ def run(
     if sum(o == "-" for o in outs) > 1:
         _fail_usage("only one format can go to stdout; give the others an --output PATH.")
 
-    from nncheck.config import ConfigError, load_config
+    from nncheck.config import ConfigError, load_config, validate
     from nncheck.report import Report, SetupReport
     from nncheck.runner import run_setup
     from nncheck.setup import SetupError, load_setup
@@ -154,6 +154,10 @@ def run(
         budget=budget,
         time_budget_s=time_budget_s,
     )
+    try:  # a wrong probe id on the command line is a usage error (exit 2), named before anything runs
+        validate({k: v for k, v in overrides.items() if v not in (None, [])}, "command line")
+    except ConfigError as e:
+        _fail_usage(str(e))
     progress = _Progress(sys.stderr.isatty() and not os.environ.get("CI"))
     report = Report()
     for path in files:

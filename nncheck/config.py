@@ -72,6 +72,11 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     ids = list(probes)
     out: dict[str, Any] = {}
     for key, value in raw.items():
+        if key not in TOP_KEYS and key in probes:
+            raise ConfigError(
+                f"{where}: unknown key `{key}`. Probe parameters go in a per-probe table: "
+                f"[tool.nncheck.probes.{key}] in pyproject.toml, or `probes = {{'{key}': {{...}}}}` in a setup file."
+            )
         if key not in TOP_KEYS:
             raise ConfigError(
                 f"{where}: unknown key `{key}`.{nearest(key, TOP_KEYS)} Valid keys: {', '.join(TOP_KEYS)}."
@@ -128,8 +133,10 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
                             f"Its parameters: {names}."
                         )
                     default = known[pk]
-                    if isinstance(default, bool) != isinstance(pv, bool) or (
-                        isinstance(default, (int, float)) and not isinstance(pv, (int, float))
+                    if (
+                        isinstance(default, bool) != isinstance(pv, bool)
+                        or (isinstance(default, (int, float)) and not isinstance(pv, (int, float)))
+                        or (isinstance(default, str) and not isinstance(pv, str))
                     ):
                         raise ConfigError(
                             f"{where}: `probes.{pid}.{pk}` must be like its default {default!r}; got {pv!r}."
