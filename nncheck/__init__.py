@@ -82,16 +82,14 @@ def check(
     sr = run_setup(s, cfg, overrides)
     if sr.error is not None:
         raise SetupError(sr.error)
-    from nncheck.runner import config_for
-
-    return Report([sr], strict=config_for(s, cfg, overrides).strict)
+    return Report([sr])
 
 
 def check_file(path: str, **options: Any) -> Report:
     """Run the battery on a setup file; options as in ``check``. Raises ``SetupError`` for unusable setups."""
     from nncheck.config import load_config
     from nncheck.report import Report
-    from nncheck.runner import config_for, run_setup
+    from nncheck.runner import run_setup
     from nncheck.setup import SetupError, load_setup
 
     s = load_setup(path)
@@ -99,4 +97,4 @@ def check_file(path: str, **options: Any) -> Report:
     sr = run_setup(s, cfg, options)
     if sr.error is not None:
         raise SetupError(sr.error)
-    return Report([sr], strict=config_for(s, cfg, options).strict)
+    return Report([sr])

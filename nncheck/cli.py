@@ -53,7 +53,9 @@ class _Progress:
                 transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task(f"{info['path']}: loading", total=len(info["probes"]))
+            self.task = self.progress.add_task(f"{info['path']}: loading", total=None)
+        elif event == "setup_ready" and self.progress:
+            self.progress.update(self.task, total=len(info["probes"]))
         elif event == "probe_start" and self.progress:
             self.progress.update(self.task, description=f"{info['path']}: {info['id']}")
         elif event == "probe_end" and self.progress:
@@ -165,9 +167,6 @@ def run(
             cfg = load_config(path)
             setup = load_setup(path)
             sr = run_setup(setup, cfg, overrides, listener=progress)
-            from nncheck.runner import config_for
-
-            report.strict = config_for(setup, cfg, overrides).strict
         except (SetupError, ConfigError) as e:
             sr = SetupReport(path=path, error=str(e))
         report.setups.append(sr)

@@ -33,9 +33,8 @@ import pytest
 
 if TYPE_CHECKING:
     from nncheck.config import Config
-    from nncheck.context import Context
-    from nncheck.report import Report, Result, SetupReport
-    from nncheck.setup import Setup
+    from nncheck.report import Report, Result
+    from nncheck.runner import PreparedSetup
 
 BATTERY_NAME = "nncheck"
 MARKER = "nncheck"
@@ -238,40 +237,30 @@ class Battery(pytest.Collector):
 
 
 class _SetupState:
-    """What the items of one Battery share: the setup, its merged config and the Context (or the setup error)."""
+    """What the items of one Battery share: a ``PreparedSetup`` (config, Context), or the setup error."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.error: str | None = None
-        self.setup: Setup | None = None
-        self.cfg: Config | None = None
-        self.ctx: Context | None = None
+        self.prepared: PreparedSetup | None = None
         self.selected: list[str] = []
-        self.report: SetupReport | None = None
+
+    @property
+    def cfg(self) -> Config | None:
+        return self.prepared.cfg if self.prepared else None
 
     @classmethod
     def load(cls, path: str, base: Config, overrides: dict[str, Any]) -> _SetupState:
         from nncheck.config import ConfigError
-        from nncheck.context import Context
-        from nncheck.probes import registry
-        from nncheck.report import SetupReport
-        from nncheck.runner import config_for
+        from nncheck.runner import PreparedSetup
         from nncheck.setup import SetupError, load_setup
-        from nncheck.state import preserved_global_state
 
         st = cls(path)
         try:
-            st.setup = load_setup(path)
             # pyproject < the setup file's own `nncheck` dict < the --nncheck-* options
-            st.cfg = config_for(st.setup, base, overrides)
-            probes = registry()
-            st.selected = st.cfg.selected(list(probes), [pid for pid, p in probes.items() if p.default])
-            st.report = SetupReport(path=path, seed=st.cfg.seed, device=st.cfg.device, budget=st.cfg.budget)
-            with preserved_global_state():
-                ctx = Context(st.setup, seed=st.cfg.seed, device=st.cfg.device, budget=st.cfg.budget)
-                ctx.preflight()
-            st.ctx = ctx
-            st.report.step_time_s = ctx.step_time_s
+            st.prepared = PreparedSetup(load_setup(path), base, overrides)
+            st.selected = st.prepared.selected
+            st.error = st.prepared.report.error
         except (SetupError, ConfigError) as e:
             st.error = str(e)
         except Exception as e:  # e.g. an unknown --nncheck-device: report it on the items, not as a crash
@@ -279,16 +268,8 @@ class _SetupState:
         return st
 
     def run(self, probe_id: str) -> Result:
-        from nncheck.probes import registry
-        from nncheck.runner import run_probe
-
-        assert self.ctx is not None and self.cfg is not None and self.report is not None
-        p = registry()[probe_id]
-        params = p.resolved_params(self.cfg.budget, self.cfg.probes.get(probe_id))
-        result = run_probe(self.ctx, p, params, self.cfg.time_budget_s)
-        self.report.results.append(result)
-        self.report.duration_s += result.duration_s
-        return result
+        assert self.prepared is not None
+        return self.prepared.run(probe_id)
 
 
 def result_text(result: Result) -> str:

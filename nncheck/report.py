@@ -142,6 +142,7 @@ class SetupReport:
     seed: int = 0
     device: str = "cpu"
     budget: str = "full"
+    strict: bool = False  # this setup's configuration turns warnings into failures
     error: str | None = None  # set when the setup itself could not be loaded / run
 
     def counts(self) -> dict[str, int]:
@@ -151,7 +152,7 @@ class SetupReport:
         return c
 
     def is_ok(self, strict: bool = False) -> bool:
-        bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if strict else set())
+        bad = {Status.FAIL, Status.ERROR} | ({Status.WARN} if strict or self.strict else set())
         return self.error is None and not any(r.status in bad for r in self.results)
 
     @property

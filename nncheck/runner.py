@@ -124,6 +124,46 @@ def config_for(setup: Setup, base: Config, overrides: dict[str, Any] | None = No
     return cfg
 
 
+class PreparedSetup:
+    """A setup ready for its probes: merged config, selected probe ids and a preflighted Context.
+
+    ``run_setup`` runs every selected probe at once; the pytest plugin prepares once per file and runs one probe per
+    test item. ``report.error`` is set (and ``ctx`` is None) when the setup could not be loaded or checked.
+    """
+
+    def __init__(self, setup: Setup, config: Config, overrides: dict[str, Any] | None = None) -> None:
+        self.setup = setup
+        self.cfg = config_for(setup, config, overrides)
+        probes = registry()
+        self.selected = self.cfg.selected(list(probes), [pid for pid, p in probes.items() if p.default])
+        self.report = SetupReport(
+            path=setup.path, seed=self.cfg.seed, device=self.cfg.device, budget=self.cfg.budget, strict=self.cfg.strict
+        )
+        self.ctx: Context | None = None
+        _warm_up()
+        t0 = time.perf_counter()
+        with preserved_global_state():
+            ctx = Context(setup, seed=self.cfg.seed, device=self.cfg.device, budget=self.cfg.budget)
+            try:
+                ctx.preflight()
+                self.ctx = ctx
+                self.report.step_time_s = ctx.step_time_s
+            except SetupError as e:
+                self.report.error = str(e)
+        self.report.duration_s = time.perf_counter() - t0
+
+    def run(self, probe_id: str) -> Result:
+        """Run one probe on the shared context; its result is appended to ``report`` and timed into it."""
+        assert self.ctx is not None, "the setup failed its preflight: see report.error"
+        p = registry()[probe_id]
+        params = p.resolved_params(self.cfg.budget, self.cfg.probes.get(probe_id))
+        with preserved_global_state():
+            result = run_probe(self.ctx, p, params, self.cfg.time_budget_s)
+        self.report.results.append(result)
+        self.report.duration_s += result.duration_s
+        return result
+
+
 def run_setup(
     setup: Setup,
     config: Config,
@@ -131,30 +171,16 @@ def run_setup(
     listener: Listener = _noop,
 ) -> SetupReport:
     """Preflight the setup, then run every selected probe. Setup errors land in ``SetupReport.error``."""
-    cfg = config_for(setup, config, overrides)
-    probes = registry()
-    ids = cfg.selected(list(probes), [pid for pid, p in probes.items() if p.default])
-    report = SetupReport(path=setup.path, seed=cfg.seed, device=cfg.device, budget=cfg.budget)
-    _warm_up()
+    listener("setup_start", {"path": setup.path, "probes": []})
     t0 = time.perf_counter()
-    with preserved_global_state():
-        ctx = Context(setup, seed=cfg.seed, device=cfg.device, budget=cfg.budget)
-        listener("setup_start", {"path": setup.path, "probes": ids})
-        try:
-            ctx.preflight()
-        except SetupError as e:
-            report.error = str(e)
-            report.duration_s = time.perf_counter() - t0
-            listener("setup_end", {"path": setup.path, "report": report})
-            return report
-        report.step_time_s = ctx.step_time_s
-        for pid in ids:
-            p = probes[pid]
-            listener("probe_start", {"path": setup.path, "id": pid, "title": p.title})
-            params = p.resolved_params(cfg.budget, cfg.probes.get(pid))
-            result = run_probe(ctx, p, params, cfg.time_budget_s)
-            report.results.append(result)
+    prepared = PreparedSetup(setup, config, overrides)
+    listener("setup_ready", {"path": setup.path, "probes": prepared.selected})
+    if prepared.ctx is not None:
+        for pid in prepared.selected:
+            listener("probe_start", {"path": setup.path, "id": pid})
+            result = prepared.run(pid)
             listener("probe_end", {"path": setup.path, "id": pid, "result": result})
+    report = prepared.report
     report.duration_s = time.perf_counter() - t0
     listener("setup_end", {"path": setup.path, "report": report})
     return report

@@ -161,7 +161,7 @@ def initial_loss(ctx: Context) -> Result:
         return failed(
             f"loss at init {l0:.4g} is {ratio:.1f}x the loss of an all-zero output ({lzero:.4g}){where}",
             measured=measured,
-            expected={"L0_max": p["fail_ratio"] * lzero, **expected},
+            expected={**expected, "L0_max": p["fail_ratio"] * lzero},
             hint=_verdict_hint(layer, ctx.loss_kind),
         )
     if lzero > 0 and l0 > p["warn_ratio"] * lzero:

@@ -119,5 +119,5 @@ def render(report: Report, **options: Any) -> str:
             f.write(summary_markdown(report))
     lines: list[str] = []
     for s in report.setups:
-        lines.extend(_setup_lines(s, report.strict))
+        lines.extend(_setup_lines(s, report.strict or s.strict))
     return "\n".join(lines) + "\n"

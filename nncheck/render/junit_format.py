@@ -121,7 +121,7 @@ def render(report: Report, **options: Any) -> str:
     root = ET.Element("testsuites", name="nncheck")
     total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for s in report.setups:
-        for k, v in _suite(root, s, report.strict).items():
+        for k, v in _suite(root, s, report.strict or s.strict).items():
             total[k] += v
     for k, v in total.items():
         root.set(k, str(v))

@@ -66,7 +66,7 @@ def render(report: Report, **options: Any) -> str:
     for i, s in enumerate(report.setups):
         if i:
             console.print()
-        _setup(console, s, bool(options.get("verbose", False)), report.strict)
+        _setup(console, s, bool(options.get("verbose", False)), report.strict or s.strict)
     if len(report.setups) > 1:
         bad = sum(not s.is_ok(report.strict) for s in report.setups)
         console.print()
