@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from nncheck.probes import Probe
 
 FORMATS = ("text", "json", "junit", "github", "html")
 
@@ -199,24 +202,52 @@ def list_() -> None:
         click.echo(f"{pid:<{width}}  {p.summary}{extra}")
 
 
+def explain_text(p: Probe) -> str:
+    """What `nncheck explain ID` prints: the probe's docstring and its parameters."""
+    lines = [f"{p.id}: {p.title}", "", p.doc]
+    if p.params:
+        lines += ["", f"Parameters ([tool.nncheck.probes.{p.id}]):"]
+        for k, v in p.params.items():
+            fast = f"   (--budget fast: {p.fast[k]!r})" if k in p.fast else ""
+            lines.append(f"  {k} = {v!r}{fast}")
+    return "\n".join(lines)
+
+
+def explain_markdown(probes: dict[str, Probe]) -> str:
+    """docs/probes.md: every probe's explanation, one section each (the README's probe table links here)."""
+    out = [
+        "# nncheck probes",
+        "",
+        "Generated from the probes' docstrings by `nncheck explain --all --markdown`; do not edit by hand.",
+        "",
+    ]
+    out += [f"- [`{pid}`](#{pid}): {p.summary}" for pid, p in probes.items()]
+    for pid, p in probes.items():
+        out += ["", f"## {pid}", "", f"**{p.title}**", "", "```text", explain_text(p), "```"]
+    return "\n".join(out) + "\n"
+
+
 @main.command()
-@click.argument("probe_id")
-def explain(probe_id: str) -> None:
+@click.argument("probe_id", required=False)
+@click.option("--all", "all_", is_flag=True, help="Explain every probe.")
+@click.option("--markdown", is_flag=True, help="With --all: Markdown (the source of docs/probes.md).")
+def explain(probe_id: str | None, all_: bool, markdown: bool) -> None:
     """Explain a probe: what it checks, why, thresholds and their source, how to fix it."""
     from nncheck.config import nearest
     from nncheck.probes import registry
 
     probes = registry()
+    if all_:
+        if markdown:
+            click.echo(explain_markdown(probes), nl=False)
+        else:
+            click.echo("\n\n".join(explain_text(p) for p in probes.values()))
+        return
+    if probe_id is None:
+        _fail_usage(f"give a probe id (or --all). Valid ids: {', '.join(probes)}.")
     if probe_id not in probes:
         _fail_usage(f"unknown probe id `{probe_id}`.{nearest(probe_id, tuple(probes))} Valid ids: {', '.join(probes)}.")
-    p = probes[probe_id]
-    click.echo(f"{p.id}: {p.title}\n")
-    click.echo(p.doc)
-    if p.params:
-        click.echo(f"\nParameters ([tool.nncheck.probes.{p.id}]):")
-        for k, v in p.params.items():
-            fast = f"   (--budget fast: {p.fast[k]!r})" if k in p.fast else ""
-            click.echo(f"  {k} = {v!r}{fast}")
+    click.echo(explain_text(probes[probe_id]))
 
 
 if __name__ == "__main__":  # pragma: no cover
