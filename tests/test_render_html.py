@@ -1,0 +1,208 @@
+"""HTML renderer: valid, self-contained HTML that embeds every plot; a clear ImportError without matplotlib."""
+
+from __future__ import annotations
+
+import base64
+import math
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nncheck.report import Report, Result, SetupReport, Status
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MLP = Path(__file__).resolve().parent.parent / "examples" / "mlp.py"
+
+
+class Tree(HTMLParser):
+    """Collects tags, attributes and text; records nesting errors (an end tag that closes nothing open)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.doctype = ""
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = decl
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1] if self.stack else 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
+        return [a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in attrs.items())]
+
+
+def parse(text: str) -> Tree:
+    tree = Tree()
+    tree.feed(text)
+    tree.close()
+    assert tree.doctype.lower() == "doctype html"
+    assert not tree.errors, tree.errors
+    assert not tree.stack, f"unclosed tags: {tree.stack}"
+    return tree
+
+
+def synthetic_report() -> Report:
+    lr_sweep = {
+        "title": "LR range test",
+        "xlabel": "learning rate",
+        "ylabel": "loss",
+        "xscale": "log",
+        "yscale": "linear",
+        "kind": "line",
+        "curves": {"loss": {"x": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], "y": [2.3, 2.2, 1.5, math.nan, math.inf]}},
+        "marks": {"your LR": 1e-3, "suggested": 3e-3},
+    }
+    overfit = {
+        "title": "Loss on one batch",
+        "xlabel": "step",
+        "ylabel": "loss",
+        "yscale": "log",
+        "curves": {"your optimizer": {"x": [0, 1, 2], "y": [2.0, 1.0, 0.0]}, "Adam 3e-4": {"y": [2.0, 0.5, 0.1]}},
+    }
+    grads = {
+        "title": "Gradient norm per layer",
+        "xlabel": "layer",
+        "ylabel": "|grad| / |w|",
+        "kind": "bar",
+        "yscale": "log",
+        "curves": {"step 0": {"x": ["net.0", "net.2", "net.4"], "y": [1e-3, 1e-2, 0.0]}, "step 10": {"y": [1, 2, 3]}},
+        "marks": {"dead": "net.2"},
+    }
+    results = [
+        Result(Status.PASS, "fine", measured={"L0": 1.6}, expected={"L0_max": 2.0}, id="initial-loss", title="Loss"),
+        Result(
+            Status.FAIL,
+            "cannot memorise <script>alert(1)</script>",
+            measured={"final_loss": 0.9, "curve": [1.0, math.nan]},
+            expected={"final_loss_max": 0.05},
+            hint="with torch.no_grad(): model.head.bias.copy_(log_prior)  # see https://example.org/x",
+            series={"loss": overfit},
+            notes=["a note & more"],
+            id="overfit-batch",
+            title="Overfit one batch",
+            duration_s=1.25,
+        ),
+        Result(Status.WARN, "LR high", series={"sweep": lr_sweep, "grads": grads}, id="learning-rate", title="LR"),
+        Result(Status.SKIP, "no BatchNorm", id="eval-mode"),
+        Result(Status.ERROR, "RuntimeError: boom", id="numerics"),
+        Result(Status.PASS, "bad plot kept out", series={"broken": {"curves": [1, 2]}}, id="x"),
+    ]
+    return Report(
+        [
+            SetupReport("model.py", results, duration_s=3.2, step_time_s=0.004),
+            SetupReport("broken.py", error="model() raised ValueError: <bad>"),
+        ]
+    )
+
+
+def test_structure_and_every_plot_embedded():
+    pytest.importorskip("matplotlib")
+    from nncheck.render import render
+
+    report = synthetic_report()
+    tree = parse(render(report, "html"))
+    assert len(tree.find("html")) == len(tree.find("head")) == len(tree.find("body")) == len(tree.find("title")) == 1
+    assert len(tree.find("section")) == 2
+    summary_rows = sum(len(s.results) for s in report.setups)
+    assert len(tree.find("tr", **{"class": "fail"})) >= 1
+    assert len(tree.find("details")) == summary_rows
+    # every probe's details block is reachable from the summary table
+    ids = {a.get("id") for _, a in tree.tags}
+    links = [a["href"] for a in tree.find("a") if a.get("href", "").startswith("#p")]
+    assert len(links) == summary_rows and all(h[1:] in ids for h in links)
+    # one PNG per series entry that can be drawn (the malformed one becomes a message, not a crash)
+    imgs = tree.find("img")
+    assert len(imgs) == 3
+    assert {a["alt"] for a in imgs} == {"LR range test", "Loss on one batch", "Gradient norm per layer"}
+    for a in imgs:
+        src = a["src"] or ""
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
+    text = "".join(tree.text)
+    assert "could not draw plot broken" in text
+    assert "<script>alert(1)</script>" in text  # shown as text, escaped in the source
+    assert not tree.find("script")
+    assert "model() raised ValueError: <bad>" in text
+    assert "with torch.no_grad(): model.head.bias.copy_(log_prior)" in text
+
+
+def test_no_external_resources():
+    pytest.importorskip("matplotlib")
+    from nncheck.render import render
+
+    tree = parse(render(synthetic_report(), "html"))
+    for tag, attrs in tree.tags:
+        for key in ("src", "href"):
+            value = (attrs.get(key) or "").strip().lower()
+            assert not value.startswith(("http:", "https:", "//", "file:")), f"<{tag} {key}={value[:40]}>"
+        assert tag not in ("script", "link", "iframe"), tag
+
+
+def test_real_report_embeds_each_series():
+    pytest.importorskip("matplotlib")
+    from helpers import run_file
+
+    from nncheck.render import render
+
+    sr = run_file(MLP, budget="fast")
+    n_series = sum(len(r.series) for r in sr.results)
+    tree = parse(render(Report([sr]), "html"))
+    assert len(tree.find("img")) == n_series
+    assert len(tree.find("details")) == len(sr.results)
+
+
+def test_cli_writes_html(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    from nncheck.cli import main
+
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["run", str(MLP), "--only", "initial-loss", "-f", "html", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    parse(out.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def no_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every `import matplotlib...` raise ImportError, as on a machine without the extra."""
+    names = [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]
+    for name in {*names, "matplotlib", "matplotlib.figure", "matplotlib.backends", "matplotlib.backends.backend_agg"}:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_without_matplotlib_says_how_to_install(no_matplotlib: None):
+    from nncheck.render import render
+
+    with pytest.raises(ImportError, match=r'pip install "nncheck\[html\]"'):
+        render(synthetic_report(), "html")
+
+
+def test_cli_without_matplotlib_exits_2(no_matplotlib: None, tmp_path: Path):
+    from nncheck.cli import main
+
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["run", str(MLP), "--only", "initial-loss", "-f", "html", "-o", str(out)])
+    assert res.exit_code == 2
+    assert 'pip install "nncheck[html]"' in res.output
+    assert not out.exists()
