@@ -3,45 +3,64 @@
 from __future__ import annotations
 
 import io
+import shutil
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 
 from nncheck.render import fmt_numbers
 
 if TYPE_CHECKING:
-    from nncheck.report import Report, SetupReport
+    from nncheck.report import Report, Result, SetupReport
 
 STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "error": "bold magenta"}
 LABEL = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP", "error": "ERROR"}
 
 
+def _body(r: Result, verbose: bool) -> Text:
+    """Message, then (for warn / fail / error, or verbose) numbers, fix and notes: one wrapped column."""
+    st = r.status.value
+    body = Text(r.message)
+    loud = st != "pass" or verbose
+    nums, exp = fmt_numbers(r.measured), fmt_numbers(r.expected)
+    if nums and loud:
+        body.append(f"\nmeasured: {nums}", style="dim")
+        if exp:
+            body.append(f"\nexpected: {exp}", style="dim")
+    if r.hint and st in ("warn", "fail", "error"):
+        body.append("\nfix: ", style="cyan")
+        body.append(r.hint)
+    if loud:
+        for note in r.notes:
+            body.append(f"\nnote: {note}", style="dim")
+    return body
+
+
 def _setup(console: Console, s: SetupReport, verbose: bool, strict: bool) -> None:
     console.print(Text(s.path, style="bold"), Text(f"  (seed {s.seed}, {s.device}, budget {s.budget})", style="dim"))
     if s.error is not None:
-        console.print(Text("  SETUP ERROR ", style="bold white on red"), Text(s.error))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row(Text(" SETUP ERROR ", style="bold white on red"), Text(s.error))
+        console.print(Padding(grid, (0, 0, 0, 2)))
         return
-    width = max((len(r.id) for r in s.results), default=10)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for r in s.results:
         st = r.status.value
-        line = Text("  ")
-        line.append(f"{LABEL[st]:<5}", style=STYLE[st])
-        line.append(f"  {r.id:<{width}}  ", style="bold" if st in ("fail", "error") else "")
-        line.append(r.message)
-        nums = fmt_numbers(r.measured)
-        exp = fmt_numbers(r.expected)
-        if nums and (st != "pass" or verbose):
-            line.append(f"\n{' ' * (width + 11)}measured: {nums}", style="dim")
-            if exp:
-                line.append(f"\n{' ' * (width + 11)}expected: {exp}", style="dim")
-        console.print(line)
-        if r.hint and st in ("warn", "fail", "error"):
-            console.print(Text(f"{' ' * (width + 11)}fix: ", style="cyan") + Text(r.hint), soft_wrap=False)
-        if verbose or st != "pass":
-            for note in r.notes:
-                console.print(Text(f"{' ' * (width + 11)}note: ", style="dim") + Text(note, style="dim"))
+        grid.add_row(
+            Text(LABEL[st], style=STYLE[st]),
+            Text(r.id, style="bold" if st in ("fail", "error") else ""),
+            _body(r, verbose),
+        )
+    console.print(Padding(grid, (0, 0, 0, 2)))
     c = s.counts()
     parts = [f"{c[k]} {k}" for k in ("pass", "warn", "fail", "error", "skip") if c[k]]
     se = s.step_equivalents
@@ -59,9 +78,10 @@ def render(report: Report, **options: Any) -> str:
         file=buf,
         force_terminal=bool(options.get("color", False)),
         no_color=not options.get("color", False),
-        width=int(options.get("width") or 100),
+        width=int(
+            options.get("width") or (shutil.get_terminal_size((120, 40)).columns if options.get("color") else 120)
+        ),
         highlight=False,
-        soft_wrap=True,
     )
     for i, s in enumerate(report.setups):
         if i:
@@ -71,4 +91,4 @@ def render(report: Report, **options: Any) -> str:
         bad = sum(not s.is_ok(report.strict) for s in report.setups)
         console.print()
         console.print(escape(f"{len(report.setups)} setups, {bad} not ok"))
-    return buf.getvalue()
+    return "\n".join(line.rstrip() for line in buf.getvalue().split("\n"))
