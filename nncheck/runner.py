@@ -103,12 +103,13 @@ _WARM = False
 
 
 def _warm_up() -> None:
-    """Pay torch's one-time lazy imports (the first optimizer pulls in torch._dynamo, ~1.5 s) before the clock
-    starts, so a setup's duration and step-equivalents measure the battery, not the process start."""
+    """Pay one-time imports (the probe modules; the first optimizer pulls in torch._dynamo, ~1.5 s) before the
+    clock starts, so a setup's duration and step-equivalents measure the battery, not the process start."""
     global _WARM
     if not _WARM:
         import torch
 
+        registry()  # imports every probe module (torch.fx and friends)
         torch.optim.Adam([torch.zeros(1, requires_grad=True)])
         _WARM = True
 
@@ -171,6 +172,7 @@ def run_setup(
     listener: Listener = _noop,
 ) -> SetupReport:
     """Preflight the setup, then run every selected probe. Setup errors land in ``SetupReport.error``."""
+    _warm_up()
     listener("setup_start", {"path": setup.path, "probes": []})
     t0 = time.perf_counter()
     prepared = PreparedSetup(setup, config, overrides)
