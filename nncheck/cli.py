@@ -68,6 +68,26 @@ class _Progress:
             self.progress = None
 
 
+_EXTENSIONS = {".json": "json", ".xml": "junit", ".html": "html", ".htm": "html", ".txt": "text", ".md": "github"}
+
+
+def _format_of(path: str) -> str:
+    """The format for ``-o PATH`` given without ``--format``, from the file extension."""
+    if path == "-":
+        return "text"
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _EXTENSIONS or ext == ".md":
+        _fail_usage(
+            f"cannot tell the format of `{path}` from its extension; add --format (one of {', '.join(FORMATS)})."
+        )
+    return _EXTENSIONS[ext]
+
+
+def _split_ids(values: tuple[str, ...]) -> list[str]:
+    """`--only a,b --only c` -> [a, b, c]."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="nncheck")
 def main() -> None:
@@ -80,8 +100,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True, path_type=str))
-@click.option("--only", multiple=True, metavar="ID", help="Run only this probe (repeatable).")
-@click.option("--skip", multiple=True, metavar="ID", help="Do not run this probe (repeatable).")
+@click.option("--only", multiple=True, metavar="ID", help="Run only this probe (repeatable, or comma-separated).")
+@click.option("--skip", multiple=True, metavar="ID", help="Do not run this probe (repeatable, or comma-separated).")
 @click.option(
     "-f",
     "--format",
@@ -132,6 +152,8 @@ def run(
     color: bool | None,
 ) -> None:
     """Run the probe battery on one or more setup files."""
+    if not formats and len(outputs) == 1:  # `-o report.json`: the extension names the format
+        formats = (_format_of(outputs[0]),)
     if len(outputs) > max(len(formats), 1):
         _fail_usage("more --output paths than --format values; give one --format per --output.")
     fmts = list(formats) or ["text"]
@@ -144,15 +166,9 @@ def run(
     from nncheck.runner import run_setup
     from nncheck.setup import SetupError, load_setup
 
-    if device is not None and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            _fail_usage(f"--device {device}: CUDA is not available in this torch build ({torch.__version__}).")
-
     overrides = dict(
-        only=list(only),
-        skip=list(skip),
+        only=_split_ids(only),
+        skip=_split_ids(skip),
         seed=seed,
         device=device,
         strict=strict,

@@ -64,6 +64,29 @@ class Config:
         return [p for p in all_ids if p in base and p not in self.skip]
 
 
+def check_device(value: str, where: str) -> None:
+    """Raise ConfigError unless ``value`` names a device that this torch build can use."""
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{where}: `device` {value!r} is not a torch device; use cpu, cuda, cuda:1 or mps.") from None
+    if dev.type == "cpu":
+        return
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }.get(dev.type, True)
+    if dev.type == "cuda" and available and dev.index is not None and dev.index >= torch.cuda.device_count():
+        available = False
+    if not available:
+        raise ConfigError(
+            f"{where}: device `{value}` is not available with this torch build ({torch.__version__}); use "
+            "`cpu`, or install the torch build for your accelerator (see the README's quick start)."
+        )
+
+
 def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Check keys, probe ids, parameter names and value types; return a normalised dict."""
     from nncheck.probes import registry
@@ -99,6 +122,7 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
         elif key == "device":
             if not isinstance(value, str):
                 raise ConfigError(f"{where}: `device` must be a string such as 'cpu' or 'cuda'; got {value!r}.")
+            check_device(value, where)
             out[key] = value
         elif key == "strict":
             if not isinstance(value, bool):

@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import torch
 
 from nncheck.config import Config, validate
 from nncheck.context import Context, ProbeSkip, ProbeTimeout
@@ -57,10 +60,22 @@ def _alarm(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, max(old_timer[0] - seconds, 1e-3), old_timer[1])
 
 
-def _error_summary(e: BaseException) -> str:
+def _error_summary(e: BaseException) -> tuple[str, bool]:
+    """``ExcType: message (at file:line)`` naming the deepest frame outside torch and nncheck (the user's code)
+    when there is one; the flag says whether the error came from the user's code."""
     frames = traceback.extract_tb(e.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    return f"{type(e).__name__}: {e}{where}"
+    here = os.path.dirname(os.path.abspath(__file__))
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+    user = [
+        f
+        for f in frames
+        if not os.path.abspath(f.filename).startswith((here, torch_dir)) and "site-packages" not in f.filename
+    ]
+    frame = user[-1] if user else (frames[-1] if frames else None)
+    where = f" (at {frame.filename}:{frame.lineno}: {frame.line})" if frame is not None and frame.line else ""
+    if frame is not None and not frame.line:
+        where = f" (at {frame.filename}:{frame.lineno})"
+    return f"{type(e).__name__}: {e}{where}", bool(user)
 
 
 def run_probe(ctx: Context, p: Probe, params: dict[str, Any], time_budget_s: float) -> Result:
@@ -88,12 +103,22 @@ def run_probe(ctx: Context, p: Probe, params: dict[str, Any], time_budget_s: flo
     except SetupError as e:
         result = Result(Status.ERROR, str(e))
     except Exception as e:
-        result = Result(
-            Status.ERROR,
-            f"probe crashed: {_error_summary(e)}",
-            hint="If the error comes from your model or loss, the traceback location above shows where; "
-            "otherwise this is an nncheck bug: please report it with the setup file.",
-        )
+        summary, from_user = _error_summary(e)
+        if from_user:
+            result = Result(
+                Status.ERROR,
+                f"your code raised while this probe ran it: {summary}",
+                hint="Fix the error at the location above (this probe runs your model, loss and data on the "
+                "batches other probes use; an error on a later batch often means inconsistent batches: check "
+                "`nncheck explain data`).",
+            )
+        else:
+            result = Result(
+                Status.ERROR,
+                f"probe crashed: {summary}",
+                hint="If the error comes from your model or loss, the location above shows where; otherwise this "
+                "is an nncheck bug: please report it with the setup file.",
+            )
     finally:
         ctx.deadline = None
     return result.replace(id=p.id, title=p.title, duration_s=time.perf_counter() - t0)

@@ -45,5 +45,6 @@ def fmt_value(v: Any) -> str:
 
 def fmt_numbers(d: dict[str, Any], limit: int = 5) -> str:
     """``a=1.2, b=3`` for the scalar entries of a measured / expected dict."""
-    parts = [f"{k}={fmt_value(v)}" for k, v in d.items() if not isinstance(v, (dict, list, tuple))][:limit]
-    return ", ".join(parts)
+    parts = [f"{k}={fmt_value(v)}" for k, v in d.items() if not isinstance(v, (dict, list, tuple)) and v is not None]
+    more = ", ..." if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more
