@@ -127,7 +127,8 @@ def test_unknown_probe_id_is_a_usage_error_listing_the_valid_ids(files, option):
 def test_config_error_exits_2_naming_the_nearest_key(files):
     (files / "pyproject.toml").write_text("[tool.nncheck]\nsede = 1\n")
     res = invoke("run", "good.py")
-    assert res.exit_code == 2 and "unknown key `sede`" in res.output and "Did you mean `seed`?" in res.output
+    out = " ".join(res.output.split())  # the report wraps long messages
+    assert res.exit_code == 2 and "unknown key `sede`" in out and "Did you mean `seed`?" in out
 
 
 @pytest.mark.parametrize(
@@ -214,3 +215,38 @@ def test_help_does_not_import_torch(args):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("NO TORCH")
     assert "Usage:" in out
+
+
+@pytest.mark.parametrize("device", ["mps", "gpu", "cuda:7"])
+def test_unavailable_device_exits_2_without_traceback(files, device):
+    if device.startswith("cuda") and torch_cuda_count() > 7:
+        pytest.skip("this machine has 8 GPUs")
+    res = invoke("run", "good.py", "--only", "initial-loss", "--device", device)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and device in res.output
+
+
+def test_device_in_the_setup_file_is_validated(files):
+    (files / "gpu.py").write_text(GOOD + "\nnncheck = {'device': 'mps'}\n")
+    res = invoke("run", "gpu.py", "--only", "initial-loss")
+    assert res.exit_code == 2 and "not available" in res.output
+
+
+def test_comma_separated_probe_ids(files):
+    res = invoke("run", "good.py", "--only", "initial-loss,data", "-f", "json")
+    assert res.exit_code == 0, res.output
+    assert [r["id"] for r in json.loads(res.output)["setups"][0]["results"]] == ["data", "initial-loss"]
+
+
+def test_output_extension_picks_the_format(files):
+    res = invoke("run", "good.py", "--only", "initial-loss", "-o", "out.json")
+    assert res.exit_code == 0, res.output
+    assert json.loads((files / "out.json").read_text())["schema"] == 1
+    res = invoke("run", "good.py", "--only", "initial-loss", "-o", "out.weird")
+    assert res.exit_code == 2 and "--format" in res.output
+
+
+def torch_cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
