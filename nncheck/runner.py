@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -19,13 +18,11 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
-
 from nncheck.config import Config, validate
 from nncheck.context import Context, ProbeSkip, ProbeTimeout
 from nncheck.probes import Probe, registry
 from nncheck.report import Result, SetupReport, Status, skipped
-from nncheck.setup import Setup, SetupError
+from nncheck.setup import Setup, SetupError, user_location
 from nncheck.state import preserved_global_state
 
 # Extra time a probe gets beyond its budget before the SIGALRM backstop interrupts it: cooperative checks
@@ -61,21 +58,14 @@ def _alarm(seconds: float) -> Iterator[None]:
 
 
 def _error_summary(e: BaseException) -> tuple[str, bool]:
-    """``ExcType: message (at file:line)`` naming the deepest frame outside torch and nncheck (the user's code)
-    when there is one; the flag says whether the error came from the user's code."""
+    """``ExcType: message (at file:line: code)`` naming the user's deepest frame when there is one (the flag says
+    so), else the innermost frame."""
+    where = user_location(e)
+    if where:
+        return f"{type(e).__name__}: {e}{where}", True
     frames = traceback.extract_tb(e.__traceback__)
-    here = os.path.dirname(os.path.abspath(__file__))
-    torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
-    user = [
-        f
-        for f in frames
-        if not os.path.abspath(f.filename).startswith((here, torch_dir)) and "site-packages" not in f.filename
-    ]
-    frame = user[-1] if user else (frames[-1] if frames else None)
-    where = f" (at {frame.filename}:{frame.lineno}: {frame.line})" if frame is not None and frame.line else ""
-    if frame is not None and not frame.line:
-        where = f" (at {frame.filename}:{frame.lineno})"
-    return f"{type(e).__name__}: {e}{where}", bool(user)
+    inner = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(e).__name__}: {e}{inner}", False
 
 
 def run_probe(ctx: Context, p: Probe, params: dict[str, Any], time_budget_s: float) -> Result:

@@ -181,6 +181,25 @@ def user_frames(tb: Any, path: str) -> str:
     return "".join(traceback.format_list(frames))
 
 
+def user_location(e: BaseException) -> str:
+    """`` (at file:line: code)`` for the deepest frame of ``e``'s traceback that is neither nncheck's nor an installed
+    library's (the user's own code), or ``""`` when there is none."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [
+        f
+        for f in traceback.extract_tb(e.__traceback__)
+        if not os.path.abspath(f.filename).startswith(here)
+        and "site-packages" not in f.filename
+        and "importlib" not in f.filename
+        and not f.filename.startswith("<")
+    ]
+    if not frames:
+        return ""
+    f = frames[-1]
+    code = f": {f.line}" if f.line else ""
+    return f" (at {f.filename}:{f.lineno}{code})"
+
+
 def load_setup(path: str | os.PathLike[str]) -> Setup:
     """Import a setup file and read the contract's names from it."""
     path = os.fspath(path)
