@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nncheck.setup import Batch, Setup, SetupError
+from nncheck.setup import Batch, Setup, SetupError, user_location
 from nncheck.state import seed_everything
 
 # Number of batches the context reads from `data` at most (probes use the first few).
@@ -184,6 +184,9 @@ class Context:
         self._pristine: nn.Module | None = None
         self._batches: list[Batch] | None = None
         self._data_exhausted_at: int | None = None
+        # what data() returned for the cached batches (read under the run's seed): a probe that calls data() again
+        # can tell a fresh object (a list, a generator, a new DataLoader) from the same one (a module-level loader)
+        self.data_source: Any = None
         self.loss_fn: Callable[[Any, Any], torch.Tensor] = setup.loss  # type: ignore[assignment]
         self.loss_name = ""
         self.loss_kind = "custom"
@@ -210,7 +213,7 @@ class Context:
         except SetupError:
             raise
         except Exception as e:
-            raise SetupError(f"{where} raised {type(e).__name__}: {e}. Fix the model factory.") from e
+            raise SetupError(f"{where} raised {type(e).__name__}: {e}{user_location(e)}. Fix the model factory.") from e
         if not isinstance(model, nn.Module):
             raise SetupError(
                 f"{where} returned {type(model).__name__}, not a torch.nn.Module. `model` must be a function "
@@ -229,6 +232,13 @@ class Context:
         m = copy.deepcopy(self._pristine)
         m.train(train)
         return m
+
+    def pristine_state(self) -> dict[str, Any]:
+        """The state dict of the model at initialisation, without a copy: read it (``load_state_dict`` copies
+        the values), never modify it. Cheaper than ``fresh_model().state_dict()`` (a deep copy of the module)."""
+        if self._pristine is None:
+            self._pristine = self._build_user_model().to(self.device)
+        return self._pristine.state_dict()
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """The user's optimizer over ``model``'s parameters."""
@@ -263,11 +273,12 @@ class Context:
             return
         self.seed_all()
         try:
-            it = iter(self.setup.data())
+            self.data_source = self.setup.data()
+            it = iter(self.data_source)
         except SetupError:
             raise
         except Exception as e:
-            raise SetupError(f"{where} raised {type(e).__name__}: {e}. Fix the data factory.") from e
+            raise SetupError(f"{where} raised {type(e).__name__}: {e}{user_location(e)}. Fix the data factory.") from e
         out: list[Batch] = []
         try:
             for b in it:
@@ -278,7 +289,8 @@ class Context:
                 self._data_exhausted_at = len(out)
         except Exception as e:
             raise SetupError(
-                f"{where} raised {type(e).__name__} while yielding batch {len(out)}: {e}. Fix the data pipeline."
+                f"{where} raised {type(e).__name__} while yielding batch {len(out)}: {e}{user_location(e)}. "
+                "Fix the data pipeline."
             ) from e
         finally:
             close = getattr(it, "close", None)
@@ -420,7 +432,7 @@ class Context:
             raise
         except Exception as e:
             fn = "forward(model, batch)" if self.setup.custom_forward else "model(x) on the first batch"
-            raise SetupError(f"{path}: {fn} raised {type(e).__name__}: {e}") from e
+            raise SetupError(f"{path}: {fn} raised {type(e).__name__}: {e}{user_location(e)}") from e
         if self.setup.loss is None:
             if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
                 raise SetupError(
@@ -451,11 +463,14 @@ class Context:
                 f"{path}: the loss ({self.loss_name}) failed on the first batch ({shapes}): {type(e).__name__}: {e}"
             ) from e
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise SetupError(
-                f"{path}: the loss ({self.loss_name}) must return a scalar tensor; it returned {got} "
-                f"({shapes}). Reduce it, e.g. `.mean()`."
-            )
+            if isinstance(value, torch.Tensor):
+                fix = f"it returned a tensor of shape {tuple(value.shape)} ({shapes}). Reduce it, e.g. `.mean()`."
+            else:
+                fix = (
+                    f"it returned a {type(value).__name__}. Return the tensor itself (no `.item()`, `float()` or "
+                    "numpy): gradients flow only through tensors."
+                )
+            raise SetupError(f"{path}: the loss ({self.loss_name}) must return a scalar tensor; {fix}")
         self.init_loss = float(value)
         if time_steps:
             self.step_time_s = self.measure_step_time()
@@ -539,9 +554,22 @@ def output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[str, nn.
     return n, m
 
 
-def code_path(qualified_name: str, root: str = "model") -> str:
-    """Python expression for a submodule: ``features.3.conv`` -> ``model.features[3].conv`` (for hints)."""
+def code_path(qualified_name: str, model: nn.Module | None = None, root: str = "model") -> str:
+    """Python expression for a submodule, for hints: ``features.3.conv`` -> ``model.features[3].conv``.
+
+    With ``model`` the path is walked: ``[i]`` for Sequential / ModuleList items, ``["key"]`` for ModuleDict keys,
+    ``.name`` for identifiers, ``getattr(x, "name")`` otherwise. Without it, digits become ``[i]``.
+    """
     out = root
+    current = model
     for part in qualified_name.split(".") if qualified_name else []:
-        out += f"[{part}]" if part.isdigit() else f".{part}"
+        if isinstance(current, nn.ModuleDict):
+            out += f"[{part!r}]"
+        elif part.isdigit() and (current is None or isinstance(current, (nn.Sequential, nn.ModuleList))):
+            out += f"[{part}]"
+        elif part.isidentifier():
+            out += f".{part}"
+        else:
+            out = f"getattr({out}, {part!r})"
+        current = current._modules.get(part) if current is not None else None
     return out

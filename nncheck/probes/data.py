@@ -204,12 +204,17 @@ def scan_data(
     max_s: float,
 ) -> Scan:
     """Iterate the data once (up to ``max_batches`` / ``max_s``), on the CPU as the data yields it. When the
-    context's cache already holds the whole data (fewer than MAX_CACHED_BATCHES batches), read the cache."""
+    context's cache already holds the whole data (fewer than MAX_CACHED_BATCHES batches), read the cache; when data()
+    returned a list or tuple, read that again."""
     scan = Scan()
     cached = ctx.batches(MAX_CACHED_BATCHES)
     if len(cached) < MAX_CACHED_BATCHES:
         data: Any = None
         source: Iterable[Any] = cached
+    elif isinstance(ctx.data_source, (list, tuple)):
+        # data() returned a materialised sequence (the context read its first batches from it under the run's seed):
+        # iterate it again rather than rebuild it (a data() that builds its batches in Python costs tens of steps)
+        data = source = ctx.data_source
     else:
         ctx.seed_all()
         data = ctx.setup.data()

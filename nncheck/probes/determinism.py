@@ -161,14 +161,22 @@ def check_data(ctx: Context, n: int) -> Diff:
     """
     ctx.seed_all()
     src1 = ctx.setup.data()
-    states = [(g, g.get_state()) for g in _generators_of(src1)]
-    first = _take(ctx, src1, n)
-    ctx.seed_all()
-    src2 = ctx.setup.data()
-    if src2 is src1:
-        for g, s in states:
-            g.set_state(s)
-    second = _take(ctx, src2, n)
+    cached = ctx.batches(n)
+    if src1 is not ctx.data_source and not _generators_of(src1) and len(cached) >= n:
+        # a new object holding no generator of its own: the context's cached batches are the first pass (read the
+        # same way, under the run's seed), so data() is called once here instead of twice (a data() that builds
+        # its tensors in Python, e.g. examples/embedding_bag.py, costs tens of training steps per call)
+        first = [map_tensors(b, lambda t: t.detach().cpu().clone()) for b in cached]
+        second = _take(ctx, src1, n)
+    else:
+        states = [(g, g.get_state()) for g in _generators_of(src1)]
+        first = _take(ctx, src1, n)
+        ctx.seed_all()
+        src2 = ctx.setup.data()
+        if src2 is src1:
+            for g, s in states:
+                g.set_state(s)
+        second = _take(ctx, src2, n)
     if len(first) != len(second):
         return Diff(False, f"data() yielded {len(first)} then {len(second)} batches", ["length"])
     for i, (a, b) in enumerate(zip(first, second)):
@@ -183,13 +191,13 @@ def check_data(ctx: Context, n: int) -> Diff:
 def training_model(ctx: Context) -> nn.Module:
     """A model from the user's factory holding the pristine weights: (3) is isolated from (1), yet state that is
     not in the state dict (a generator the module keeps, a counter) comes from a new build, as in a new run."""
-    pristine = ctx.fresh_model(train=True)
+    state = ctx.pristine_state()  # no deep copy of the model just to read its weights
     ctx.seed_all()
     model = ctx.build_model().to(ctx.device)
     try:
-        model.load_state_dict(pristine.state_dict())
-    except Exception:  # the builds differ in structure: (1) reports it; train the pristine copy
-        return pristine
+        model.load_state_dict(state)
+    except Exception:  # the builds differ in structure: (1) reports it; train a pristine copy
+        return ctx.fresh_model(train=True)
     return model.train()
 
 

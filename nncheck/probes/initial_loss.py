@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from nncheck.context import Context, code_path, output_layer
+from nncheck.context import Context, FloatTargetLoss, SqueezedLoss, code_path, output_layer
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -27,19 +29,37 @@ LOG_PROB_TOL = 1e-3
 PRIOR_FIT_STEPS = 200
 
 
-def _uninformed(out: torch.Tensor) -> torch.Tensor:
-    """The output of a model that knows nothing: all zeros (logits, regression), or uniform log-probabilities."""
+def _log_prob_dim(out: torch.Tensor) -> int | None:
+    """The class dimension of an output of log-probabilities (every logsumexp over it is 0), else None."""
     if out.is_floating_point() and out.dim() >= 2 and bool((out <= 0).all()):
         for dim in sorted({1, out.dim() - 1}):
             if bool((out.logsumexp(dim).abs() < LOG_PROB_TOL).all()):
-                return torch.full_like(out, -math.log(out.shape[dim]))
+                return dim
+    return None
+
+
+def _uninformed(out: torch.Tensor) -> torch.Tensor:
+    """The output of a model that knows nothing: all zeros (logits, regression), or uniform log-probabilities."""
+    dim = _log_prob_dim(out)
+    if dim is not None:
+        return torch.full_like(out, -math.log(out.shape[dim]))
     return torch.zeros_like(out)
+
+
+def _is_nll(loss: object) -> bool:
+    """``nn.NLLLoss`` / ``F.nll_loss`` (possibly wrapped by nncheck's target adapters)."""
+    while isinstance(loss, (SqueezedLoss, FloatTargetLoss)):
+        loss = loss.inner
+    return isinstance(loss, nn.NLLLoss) or loss is F.nll_loss
 
 
 def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
     """Loss of the best constant prediction: label entropy for CE, Var(y) for MSE, binary entropy for BCE;
     for other losses a constant output fitted by gradient descent on the same batches."""
-    if ctx.loss_kind == "ce":
+    # NLLLoss on log-probabilities is cross-entropy: its best constant prediction is the label prior too (the
+    # constant fit below would need PRIOR_FIT_STEPS steps for it). NLLLoss on raw scores has no such bound.
+    nll_on_log_probs = _is_nll(ctx.loss_fn) and all(_log_prob_dim(o) is not None for o in outs)
+    if ctx.loss_kind == "ce" or nll_on_log_probs:
         labels = torch.cat([y.reshape(-1) for y in ys]).long()
         labels = labels[labels >= 0]  # ignore_index-style padding
         if labels.numel():
@@ -96,7 +116,8 @@ def initial_loss(ctx: Context) -> Result:
         over the first `batches` batches, and two references on the same batches: L_zero, the loss of an
         all-zero output of the same shape (log C for cross-entropy, log 2 for BCE-with-logits, mean(y^2)
         for MSE; it works for any loss), and L_prior, the loss of the best constant prediction (the label
-        entropy for cross-entropy, Var(y) for MSE, a fitted constant for other losses).
+        entropy for cross-entropy and for NLLLoss on log-probabilities, Var(y) for MSE, a fitted constant for
+        other losses).
 
     Why is this bad?
         A model that starts far above chance has exploding or overconfident outputs: the first hundreds of
