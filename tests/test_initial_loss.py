@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import SEEDS, broken_files, correct_files, rel, run_file
@@ -45,3 +48,65 @@ def test_verdict_follows_the_logit_scale(scale, classes, seed):
     data = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
     r = nncheck.check(model=model, data=data, only=[PID], seed=seed)[PID]
     assert r.status.value == ("pass" if scale == 1.0 else "fail"), r.message
+
+
+# --- held-out regressions (setups in tests/setups/) ------------------------------------------------------------
+
+SETUPS = Path(__file__).parent / "setups"
+
+
+def result(path, seed: int, budget: str = "fast"):
+    return run_file(path, seed=seed, budget=budget, only=[PID]).result(PID)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_negative_loss_ratio_is_not_applicable(seed):
+    """Held-out a_poisson_counts.py: Poisson NLL is negative at init; a ratio like -2.24x means nothing."""
+    r = result(SETUPS / "poisson_counts.py", seed)
+    assert r.status.value == "pass" and "not applicable" in r.message, r.message
+    assert not re.search(r"-?[\d.]+x\b", r.message) and "ratio_to_zero" not in r.measured
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sigmoid_output_is_compared_with_its_activation_of_zero(seed):
+    """Held-out a_conv_autoencoder.py: MSE after a Sigmoid; the uninformed output is 0.5, not 0 (was warn)."""
+    r = result(SETUPS / "conv_autoencoder.py", seed)
+    assert r.status.value == "pass", r.message
+    assert "a constant 0.5 output (Sigmoid of zero)" in r.message and r.measured["reference_output"] == 0.5
+
+
+@pytest.mark.parametrize("budget", ["fast", "full"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_default_init_regression_is_not_a_flaky_warn(seed, budget):
+    """Held-out a_tcn_regression.py: MSE ratios 0.51-1.31 across seeds with a default init (was warn on seed 2)."""
+    r = result(SETUPS / "tcn_regression.py", seed, budget)
+    assert r.status.value == "pass", r.message
+
+
+def test_scaled_layer_before_a_sigmoid_is_flagged_with_a_hint_that_helps():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 8, generator=g)
+    y = torch.rand(128, 1, generator=g)
+
+    def model() -> nn.Module:
+        net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1), nn.Sigmoid())
+        with torch.no_grad():
+            net[2].weight.mul_(30.0)
+        return net
+
+    data = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)]
+    r = nncheck.check(model=model, data=data, loss=nn.MSELoss(), only=[PID])[PID]
+    assert r.status.value in ("warn", "fail"), r.message
+    assert "Sigmoid of zero" in r.message and "`model[3]`" in r.hint and "model[2].weight.mul_(0.1)" in r.hint
+    assert "on the module your `model()` returns" in r.hint
+
+
+def test_ratios_use_three_significant_digits():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = 1000 + torch.randn(64, 1, generator=g)  # far from 0: the ratio to an all-zero output is ~0.001
+    data = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    r = nncheck.check(model=lambda: nn.Linear(4, 1), data=data, loss=nn.MSELoss(), only=[PID])[PID]
+    ratio = re.search(r"\(([-\d.e+]+)x\)", r.message)
+    assert ratio and ratio.group(1) != "0.00" and len(ratio.group(1).lstrip("0.").replace(".", "")) <= 4, r.message
+    assert float(ratio.group(1)) == pytest.approx(r.measured["ratio_to_zero"], rel=5e-3)
