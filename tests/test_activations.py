@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import SEEDS, broken_files, correct_files, declared, rel, run_file
+from helpers import CHECKS, SEEDS, broken_files, correct_files, declared, rel, run_file
+from hint_paths import bad_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -64,8 +65,8 @@ def test_dead_layer_is_named_and_hint_names_the_bias():
 
     r = check(model, batches_of())
     assert r.status.value == "fail"
-    assert "`features.1`" in r.message
-    assert "model.features.0.bias.zero_()" in r.hint
+    assert "`model.features[1]`" in r.message
+    assert "model.features[0].bias.zero_()" in r.hint
     assert r.measured["layers"]["features.1"]["dead_fraction"] == 1.0
 
 
@@ -122,7 +123,7 @@ def test_depth_ratios_find_the_largest_fall_in_depth_order():
 def test_saturated_sigmoid_warns_and_keeps_series():
     model = lambda: nn.Sequential(nn.Linear(16, 32), nn.Sigmoid(), nn.Linear(32, 4))  # noqa: E731
     r = check(model, batches_of(scale=500.0))
-    assert r.status.value == "warn" and "sigmoid `1`" in r.message
+    assert r.status.value == "warn" and "sigmoid `model[1]`" in r.message
     assert r.series["saturated_fraction_per_layer"]["kind"] == "bar"
     assert r.series["std_per_layer"]["curves"]["std"]["x"][0] == "0"
 
@@ -178,3 +179,57 @@ def test_well_initialised_mlps_pass(depth, width, act, batch):
 
     r = check(model, batches_of(batch=batch))
     assert r.status.value == "pass", r.message
+
+
+# ---------------------------------------------------------------------------------------------- fix round: paths
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_every_module_path_in_messages_evaluates_on_model(path, seed):
+    # hints are pasted by users: `model[0].bias`, never `model.0.bias` or a bare `0`
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    bad = bad_paths(path, [r.message, r.hint or "", *r.notes])
+    assert not bad, bad
+
+
+# ---------------------------------------------------------------------------------------------- residual stream
+class _PreLN(nn.Module):
+    def __init__(self, d: int, twice: bool) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.f = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
+        self.twice = twice
+
+    def forward(self, x):
+        return x + self.f(self.ln(x)) + (x if self.twice else 0)
+
+
+def _stack(depth: int, twice: bool):
+    return lambda: nn.Sequential(
+        nn.Linear(16, 32), nn.Sequential(*[_PreLN(32, twice) for _ in range(depth)]), nn.LayerNorm(32),
+        nn.Linear(32, 4),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_residual_added_twice_warns_naming_the_blocks(seed):
+    r = run_file(CHECKS / "act_residual_added_twice.py", seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "warn" and "residual stream explodes across 8 blocks" in r.message, r.message
+    assert "`model.blocks[0]` .. `model.blocks[7]`" in r.message and "Block.forward" in r.hint
+
+
+@settings(max_examples=6, deadline=None)
+@given(depth=st.integers(2, 24))
+def test_correct_pre_ln_stacks_do_not_warn_on_the_stream(depth):
+    r = check(_stack(depth, twice=False), batches_of())
+    assert r.status.value == "pass", r.message
+    growth = [max(v.values()) / min(v.values()) for v in r.measured["residual_streams"].values()]
+    assert growth and max(growth) < 10
+
+
+def test_residual_stream_is_checked_inside_a_mixed_sequential():
+    # a run of repeated blocks between other modules (examples/residual_cnn.py: MaxPool2d, block, block)
+    def model():
+        return nn.Sequential(nn.Linear(16, 32), *[_PreLN(32, twice=True) for _ in range(10)], nn.Linear(32, 4))
+
+    r = check(model, batches_of())
+    assert r.status.value == "warn" and "`model[1]` .. `model[10]`" in r.message, r.message

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import SEEDS, broken_files, correct_files, rel, run_file
+from helpers import CHECKS, SEEDS, broken_files, correct_files, rel, run_file
+from hint_paths import bad_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -241,3 +242,28 @@ def test_in_place_ops_on_inputs_and_embedding_outputs_work():
     data = [(torch.randint(0, 10, (6, 5), generator=g), torch.randint(0, 3, (6,), generator=g))]
     r = _check(InPlace, data)
     assert r.status.value == "pass", r.message
+
+
+# ---------------------------------------------------------------------------------------------- fix round: paths
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_every_module_path_in_messages_evaluates_on_model(path, seed):
+    # hints are pasted by users: `model[0].bias`, never `model.0.bias` or a bare `0`
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    bad = bad_paths(path, [r.message, r.hint or "", *r.notes])
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    "name, cause",
+    [
+        ("act_dead_relu_negative_bias.py", "every unit of the ReLU `model[1]` is dead"),
+        ("gradient_flow_embedding_all_padding.py", "embedding `model.emb` is its padding_idx (0)"),
+    ],
+)
+def test_ignored_input_names_the_blocking_module(name, cause, seed):
+    # not "the input is overwritten or detached": a dead ReLU / an all-padding embedding cuts the dependence
+    r = run_file(CHECKS / name, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail" and cause in r.message, r.message
+    assert "overwritten or detached" not in r.hint, r.hint

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import CHECKS, SEEDS, broken_files, correct_files, declared, rel, run_file
+from hint_paths import bad_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -37,15 +38,15 @@ def test_broken_setups_are_flagged(path, seed):
 
 def test_messages_name_the_culprit():
     r = _run_file(CHECKS / "gradient_flow_layer_in_list.py", 0)
-    assert "`hidden[0]`, `hidden[1]`" in r.message and "nn.ModuleList" in r.hint
+    assert "`model.hidden[0]`, `model.hidden[1]`" in r.message and "nn.ModuleList" in r.hint
     r = _run_file(CHECKS / "gradient_flow_tensor_attribute.py", 0)
-    assert "`log_temp`" in r.message and "nn.Parameter" in r.hint
+    assert "`model.log_temp`" in r.message and "nn.Parameter" in r.hint
     r = _run_file(CHECKS / "gradient_flow_optimizer_subset.py", 0)
     assert r.measured["not_in_optimizer"] == ["2.weight", "2.bias"]
     r = _run_file(CHECKS / "gradient_flow_no_grad_in_forward.py", 0)
     assert "torch.no_grad()" in r.message and "backbone.0.weight" in r.measured["no_gradient"]
     r = _run_file(CHECKS / "gradient_flow_detached_branch.py", 0)
-    assert "cut after `context.0`" in r.message
+    assert "cut after `model.context[0]`" in r.message
     r = _run_file(CHECKS / "gradient_flow_deep_sigmoid.py", 0)
     assert "vanishing" in r.message and r.series["grad_ratio"]["kind"] == "bar"
     assert len(r.measured["modules"]) == 20
@@ -230,5 +231,108 @@ def test_any_layer_in_a_plain_container_fails_naming_it(n_hidden, hidden_at, as_
 
     r = _check(Net)
     assert r.status.value == "fail"
-    assert r.measured["hidden"][0]["attribute"] == ("extra['h']" if as_dict else "extra[0]")
+    assert r.measured["hidden"][0]["attribute"] == ("model.extra['h']" if as_dict else "model.extra[0]")
     assert ("nn.ModuleDict" if as_dict else "nn.ModuleList") in r.hint
+
+
+# ---------------------------------------------------------------------------------------------- fix round
+BLOCKED = {
+    "act_dead_relu_negative_bias.py": ("every unit of the ReLU `model[1]` is dead", "model[0].bias.zero_()"),
+    "lo_dropout_p1_keep_prob.py": ("the dropout `model[2]` has p=1", "`model[2] = nn.Dropout(p=0.1)`"),
+    "gradient_flow_embedding_all_padding.py": ("embedding `model.emb` is its padding_idx (0)", "`model.emb`"),
+}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", sorted(BLOCKED))
+def test_zero_gradient_names_the_blocking_module(name, seed):
+    # a dead ReLU / dropout p=1 / all-padding embedding explains the zero gradient: no straight-through lead
+    r = _run_file(CHECKS / name, seed)
+    cause, fix = BLOCKED[name]
+    assert r.status.value == "fail" and cause in r.message, r.message
+    assert fix in r.hint and "straight-through" not in r.hint, r.hint
+
+
+def test_zero_gradient_without_a_blocker_keeps_the_piecewise_constant_lead():
+    class Rounded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.Linear(6, 8)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.enc(x).round())
+
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(2)]
+    r = nncheck.check(model=Rounded, data=data, only=[PROBE])[PROBE]
+    assert r.status.value == "fail" and "straight-through" in r.hint and "`model.enc`" in r.hint, r.hint
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_frozen_output_layer_warns_naming_it(seed):
+    r = _run_file(CHECKS / "gradient_flow_frozen_head.py", seed)
+    assert r.status.value == "warn" and "output layer `model[4]`" in r.message, r.message
+    assert "for p in model[4].parameters(): p.requires_grad_(True)" in r.hint
+
+
+class _FrozenBackbone(nn.Module):
+    """held-out a_frozen_backbone.py: a frozen 'pretrained' CNN (eval mode, no_grad) and a trainable head."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+        )  # fmt: skip
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.head = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.backbone(x)
+        return self.head(f)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_frozen_backbone_with_trainable_head_passes(seed):
+    g = torch.Generator().manual_seed(seed)
+    data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 4, (16,), generator=g)) for _ in range(2)]
+    r = nncheck.check(
+        model=_FrozenBackbone,
+        data=data,
+        optimizer=lambda ps: torch.optim.Adam([p for p in ps if p.requires_grad], lr=1e-3),
+        only=[PROBE],
+        seed=seed,
+    )[PROBE]
+    assert r.status.value == "pass", r.message
+
+
+def test_tied_output_layer_is_not_a_frozen_head():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(20, 8)
+            self.out = nn.Linear(8, 20, bias=False)
+            self.out.weight = self.emb.weight
+
+        def forward(self, ids):
+            return self.out(self.emb(ids).mean(1))
+
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randint(0, 20, (16, 5), generator=g), torch.randint(0, 20, (16,), generator=g)) for _ in range(2)]
+    r = nncheck.check(model=Tied, data=data, only=[PROBE])[PROBE]
+    assert r.status.value == "pass", r.message
+
+
+@pytest.mark.parametrize("path", broken_files(PROBE), ids=rel)
+def test_every_module_path_in_messages_evaluates_on_model(path):
+    r = _run_file(path, 0)
+    texts = [r.message, r.hint or "", *r.notes]
+    assert not bad_paths(path, texts), bad_paths(path, texts)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import SEEDS, broken_files, correct_files, declared, rel, run_file
+from helpers import CHECKS, SEEDS, broken_files, correct_files, declared, rel, run_file
+from hint_paths import bad_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -88,7 +89,7 @@ def test_dropout_feeding_batchnorm_warns_through_elementwise_ops(width, p, act, 
 
     r = _check(model)
     assert r.status.value == "warn", r.message
-    assert r.measured["dropout_before_bn"] == [["1", str(2 + len(between))]]
+    assert r.measured["dropout_before_bn"] == [["model[1]", f"model[{2 + len(between)}]"]]
 
 
 class Untraceable(nn.Module):
@@ -113,24 +114,24 @@ class Untraceable(nn.Module):
 def test_hook_fallback_links_modules_by_tensor_identity():
     r = _check(lambda: Untraceable(final_bn=False))
     assert r.measured["graph"] == "hooks"
-    assert r.status.value == "warn" and r.measured["dropout_before_bn"] == [["drop", "bn"]], r.message
+    assert r.status.value == "warn" and r.measured["dropout_before_bn"] == [["model.drop", "model.bn"]], r.message
     r = _check(lambda: Untraceable(final_bn=True))
     assert r.measured["graph"] == "hooks"
-    assert r.status.value == "fail" and r.measured["final_op"] == "out_bn", r.message
+    assert r.status.value == "fail" and r.measured["final_op"] == "model.out_bn", r.message
 
 
 def test_high_dropout_rate_warns_and_bias_before_batchnorm_is_a_note():
     r = _check(lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.9), nn.Linear(8, 3)))
     assert r.status.value == "warn" and "p >= 0.8" in r.message
-    assert r.measured["bias_before_bn"] == ["0"] and any("bias=False" in n for n in r.notes)
+    assert r.measured["bias_before_bn"] == ["model[0]"] and any("bias=False" in n for n in r.notes)
     r = _check(lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 3)))
     assert r.status.value == "pass" and r.notes
 
 
 def test_batchnorm_on_output_behind_a_reshape_fails():
     r = _check(lambda: nn.Sequential(nn.Linear(6, 3), nn.BatchNorm1d(3), nn.Flatten()))
-    assert r.status.value == "fail" and r.measured["final_op"] == "1"
-    assert "`1`" in r.hint
+    assert r.status.value == "fail" and r.measured["final_op"] == "model[1]"
+    assert "`model[1]`" in r.hint
 
 
 def test_model_without_dropout_or_batchnorm_skips():
@@ -150,3 +151,26 @@ def test_batchnorm_on_output_with_a_custom_loss_only_warns():
         only=[PID],
     ).result(PID)
     assert r.status.value == "warn" and "final output" in r.message, r.message
+
+
+# ---------------------------------------------------------------------------------------------- fix round: paths
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+def test_every_module_path_in_messages_evaluates_on_model(path, seed):
+    # hints are pasted by users: `model[0].bias`, never `model.0.bias` or a bare `0`
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    bad = bad_paths(path, [r.message, r.hint or "", *r.notes])
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_dropout_p1_fails_and_names_the_drop_probability(seed):
+    r = run_file(CHECKS / "lo_dropout_p1_keep_prob.py", seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail" and "`model[2]` (Dropout p=1) has p >= 1" in r.message, r.message
+    assert "`model[2] = nn.Dropout(p=0.1)`" in r.hint and "keep_prob" in r.hint
+
+
+@pytest.mark.parametrize("p", [0.8, 0.95])
+def test_dropout_below_one_still_only_warns(p):
+    r = _check(lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(p), nn.Linear(16, 3)))
+    assert r.status.value == "warn" and "has p >= 0.8" in r.message, r.message

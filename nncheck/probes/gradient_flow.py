@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context
+from nncheck.context import Context, code_path, output_layer
 from nncheck.probes import probe
-from nncheck.probes._locate import nonfinite_counts
+from nncheck.probes._blockers import Blocker, find_blockers
+from nncheck.probes._locate import nonfinite_counts, param_path
 from nncheck.report import Result, failed, passed, warned
 from nncheck.setup import Batch
 
@@ -44,17 +45,18 @@ _MAX_DEPTH = 3
 class Hidden:
     """A module or tensor with trainable values that the model's parameters() does not see."""
 
-    path: str  # e.g. "blocks[1]", "encoder.scale"
+    path: str  # e.g. "model.blocks[1]", "model.encoder.scale"
     kind: str  # "module" | "tensor"
     type_name: str
     tensors: list[torch.Tensor]
+    container: str = ""  # the attribute that holds it: "model.blocks"
 
     def got_gradient(self) -> bool:
         return any(t.grad is not None and bool(t.grad.detach().ne(0).any()) for t in self.tensors)
 
     def fix(self) -> str:
-        attr = self.path.split(".")[-1]
-        base = attr.split("[")[0]
+        base = self.container.rsplit(".", 1)[-1]
+        attr = self.path[len(self.container) - len(base) :]
         if self.kind == "tensor":
             return f"self.{base} = nn.Parameter(...)"
         if "['" in attr or '["' in attr:
@@ -89,16 +91,17 @@ def hidden_trainables(model: nn.Module) -> list[Hidden]:
         for attr, value in vars(m).items():
             if attr in _MODULE_INTERNALS:
                 continue
-            for path, obj in _walk(value, f"{mname}.{attr}" if mname else attr, 0):
+            container = f"{code_path(mname, model)}.{attr}"
+            for path, obj in _walk(value, container, 0):
                 if id(obj) in seen or id(obj) in module_ids or id(obj) in param_ids:
                     continue
                 seen.add(id(obj))
                 if isinstance(obj, nn.Module):
                     params = [p for p in obj.parameters() if p.requires_grad and id(p) not in param_ids]
                     if params:
-                        found.append(Hidden(path, "module", type(obj).__name__, params))
+                        found.append(Hidden(path, "module", type(obj).__name__, params, container))
                 elif obj.requires_grad and obj.is_leaf:
-                    found.append(Hidden(path, "tensor", f"Tensor{tuple(obj.shape)}", [obj]))
+                    found.append(Hidden(path, "tensor", f"Tensor{tuple(obj.shape)}", [obj], container))
     return found
 
 
@@ -106,13 +109,13 @@ def _by_container(hidden: list[Hidden]) -> dict[str, list[Hidden]]:
     """Hidden entries grouped by the attribute that holds them (``layers[0]``, ``layers[1]`` -> ``layers``)."""
     groups: dict[str, list[Hidden]] = {}
     for h in hidden:
-        groups.setdefault(h.path.split("[")[0], []).append(h)
+        groups.setdefault(h.container, []).append(h)
     return groups
 
 
-def _container(path: str) -> str:
+def _container(h: Hidden) -> str:
     """'dict' or 'list / tuple', from the first subscript of a hidden entry's path."""
-    sub = path[len(path.split("[")[0]) :]
+    sub = h.path[len(h.container) :]
     return "dict" if sub.startswith(("['", '["')) else "list / tuple"
 
 
@@ -157,7 +160,14 @@ def _module_table(model: nn.Module, order: list[str], zero_init: set[str]) -> li
         gn, wn = math.sqrt(g2), math.sqrt(w2)
         ratio = gn / wn if wn > 0 and name not in zero_init else None
         rows.append(
-            {"module": name or "<model>", "type": type(m).__name__, "grad_norm": gn, "param_norm": wn, "ratio": ratio}
+            {
+                "module": name or "<model>",
+                "path": code_path(name, model),
+                "type": type(m).__name__,
+                "grad_norm": gn,
+                "param_norm": wn,
+                "ratio": ratio,
+            }
         )
     return rows
 
@@ -197,7 +207,7 @@ def _why_no_grad(ctx: Context, model: nn.Module, modules: list[str], batch: Batc
             h.remove()
     causes = {}
     for name in modules:
-        label = f"`{name}`" if name else "the model"
+        label = f"`{code_path(name, model)}`" if name else "the model"
         if not name:
             causes[name] = (
                 "parameters of the model itself get no gradient: a functional weight is used through `.data` / "
@@ -216,6 +226,40 @@ def _why_no_grad(ctx: Context, model: nn.Module, modules: list[str], batch: Batc
                 "taken through `.data` / `.item()` / numpy, or cast to an integer before the loss"
             )
     return causes
+
+
+def _frozen_output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[str, str] | None:
+    """(message, hint) when the output layer is entirely frozen while earlier modules train: an inverted freezing
+    condition (meant: freeze the backbone, train the head). A frozen backbone with a trainable head, and a head
+    tied to a trainable embedding, pass."""
+    found = output_layer(ctx, model, batch)
+    if found is None:
+        return None
+    name, layer = found
+    own = list(layer.parameters(recurse=False))
+    if not own or any(t.requires_grad for t in own):
+        return None
+    head_ids = {id(t) for t in own}
+    training = [n for n, t in model.named_parameters() if t.requires_grad and id(t) not in head_ids]
+    if not training:
+        return None
+    path = code_path(name, model)
+    return (
+        f"the output layer `{path}` ({type(layer).__name__}) is frozen (requires_grad=False) while "
+        f"{len(training)} earlier parameter(s) train ({_listed([param_path(n, model) for n in training])}): the "
+        "freezing is probably inverted (meant: freeze the backbone, train the head)",
+        f"train the output layer: `for p in {path}.parameters(): p.requires_grad_(True)` on the module your "
+        "`model()` returns, and check the freezing condition (e.g. `if not name.startswith(head_prefix): "
+        "p.requires_grad_(False)`); build the optimizer from the parameters that require grad after freezing. "
+        "A fixed classifier on purpose (Hoffer et al. 2018): skip this probe for the setup",
+    )
+
+
+def _blocker_for(ctx: Context, owner: str, batch: Batch) -> Blocker | None:
+    """The first module of a fresh copy (train mode) that zeroes its whole output on ``batch`` (a dead ReLU, a
+    dropout with p >= 1, an embedding fed only padding) and runs after ``owner``: the cause of its zero gradient."""
+    blockers = find_blockers(ctx, ctx.fresh_model(train=True), batch)
+    return next((b for b in blockers if b.explains(owner)), None)
 
 
 def _listed(names: list[str]) -> str:
@@ -279,17 +323,24 @@ def gradient_flow(ctx: Context) -> Result:
     frozen = [n for n, t in named if not t.requires_grad]
     hidden = hidden_trainables(model)
     if not trainable and not hidden:
+        out = output_layer(ctx, model, batches[0])
+        head = code_path(out[0], model) if out else "model"
         return failed(
             "the model has no trainable parameter" + (f" ({len(frozen)} frozen)" if frozen else ""),
             measured={"frozen": frozen},
             expected={"trainable_min": 1},
-            hint="Unfreeze what should train: `for p in model.head.parameters(): p.requires_grad_(True)`.",
+            hint=f"Unfreeze what should train, on the module your `model()` returns: `for p in {head}.parameters(): "
+            "p.requires_grad_(True)` (the output layer at least), and build the optimizer from those parameters.",
         )
     opt = ctx.optimizer(model)
     in_opt = {id(t) for g in opt.param_groups for t in g["params"]}
     lr_of = {id(t): g.get("lr") for g in opt.param_groups for t in g["params"]}
     before = {n: t.detach().clone() for n, t in trainable}
     zero_init = _zero_init(model)
+
+    def pp(names: list[str]) -> list[str]:
+        return [param_path(n, model) for n in names]
+
     got_grad: set[str] = set()
     nonzero: set[str] = set()
     nonfinite: set[str] = set()
@@ -356,7 +407,7 @@ def gradient_flow(ctx: Context) -> Result:
         "first_over_last_ratio_max": p["explode_ratio"],
     }
     series = _series(table)
-    notes = [f"frozen (requires_grad=False): {_listed(frozen)}"] if frozen else []
+    notes = [f"frozen (requires_grad=False): {_listed(pp(frozen))}"] if frozen else []
     if hidden_idle:
         notes.append(
             "not seen by model.parameters() and received no gradient (fine for a frozen helper such as a teacher "
@@ -371,7 +422,7 @@ def gradient_flow(ctx: Context) -> Result:
         names = _listed([g.path for g in group])
         types = ", ".join(sorted({g.type_name for g in group}))
         if h.kind == "module":
-            where = f"{'is' if len(group) == 1 else 'are'} kept in a plain Python {_container(h.path)}"
+            where = f"{'is' if len(group) == 1 else 'are'} kept in a plain Python {_container(h)}"
         else:
             where = "is a plain tensor attribute with requires_grad=True, not an nn.Parameter"
         problems.append(
@@ -382,7 +433,7 @@ def gradient_flow(ctx: Context) -> Result:
         hints.append(f"register `{path}`: `{h.fix()}`")
     if not_in_opt:
         problems.append(
-            f"{len(not_in_opt)} trainable parameter(s) are not in the optimizer: {_listed(not_in_opt)} "
+            f"{len(not_in_opt)} trainable parameter(s) are not in the optimizer: {_listed(pp(not_in_opt))} "
             "(they get gradients but never move)"
         )
         hints.append(
@@ -397,33 +448,46 @@ def gradient_flow(ctx: Context) -> Result:
             causes = _why_no_grad(ctx, model, mods, batches[0])
             problems.append(
                 f"{len(no_grad)} parameter(s) get no gradient (grad is None after {steps_run} step(s)): "
-                f"{_listed(no_grad)}; {causes[mods[0]]}"
+                f"{_listed(pp(no_grad))}; {causes[mods[0]]}"
             )
             hints.append(
-                f"make `{mods[0] or 'the model'}` part of the graph: remove `.detach()` / `.data` / "
+                f"make `{code_path(mods[0], model)}` part of the graph: remove `.detach()` / `.data` / "
                 "`with torch.no_grad():` around it in forward(), keep float tensors (no `.long()` / `.round()` / "
                 "`.argmax()` on the way to the loss); if it is unused on purpose, delete it or freeze it"
             )
         if zero_grad:
-            problems.append(
-                f"{len(zero_grad)} parameter(s) get an all-zero gradient on {steps_run} batch(es): {_listed(zero_grad)}"
-                " (its input is all zero, a piecewise-constant op such as round / sign / argmax / a comparison, "
-                "a multiplication by zero, or every ReLU unit after it dead)"
-            )
-            hints.append(
-                f"find what zeroes the gradient after `{owners.get(zero_grad[0], '')}`: replace round / sign / "
-                "argmax with a differentiable op (e.g. a straight-through estimator `x + (x.round() - x).detach()`)"
-            )
+            owner = owners.get(zero_grad[0], "")
+            blocker = _blocker_for(ctx, owner, batches[0])
+            head = f"{len(zero_grad)} parameter(s) get an all-zero gradient on {steps_run} batch(es): "
+            if blocker is not None:
+                problems.append(f"{head}{_listed(pp(zero_grad))}: {blocker.cause}")
+                hints.append(f"{blocker.fix}; then `{code_path(owner, model)}` gets gradients again")
+            else:
+                problems.append(
+                    f"{head}{_listed(pp(zero_grad))} (its input is all zero, a piecewise-constant op such as round / "
+                    "sign / argmax / a comparison, or a multiplication by zero)"
+                )
+                hints.append(
+                    f"find what zeroes the gradient after `{code_path(owner, model)}`: replace round / sign / "
+                    "argmax with a differentiable op (e.g. a straight-through estimator `x + (x.round() - x).detach()`)"
+                )
     if problems:
         more = f" (+{len(problems) - 1} more problem(s), see measured)" if len(problems) > 1 else ""
         return failed(problems[0] + more, hint="; ".join(hints), **kw)
 
-    warnings, whints = _depth_warnings(table, nonfinite, p["vanish_ratio"], p["explode_ratio"])
+    cmd = f"nncheck run {ctx.setup.path} --only numerics"
+    warnings, whints = _depth_warnings(
+        table, {param_path(n, model) for n in nonfinite}, p["vanish_ratio"], p["explode_ratio"], cmd
+    )
+    frozen_head = _frozen_output_layer(ctx, model, batches[0])
+    if frozen_head is not None:
+        warnings.insert(0, frozen_head[0])
+        whints.insert(0, frozen_head[1])
     if stuck:
         lrs = {lr_of.get(id(t)) for n, t in trainable if n in stuck}
         text = (
             f"{len(stuck)} parameter(s) in the optimizer with non-zero gradients did not change after a step: "
-            f"{_listed(stuck)} (lr {', '.join(str(lr) for lr in sorted(lrs, key=str))})"
+            f"{_listed(pp(stuck))} (lr {', '.join(str(lr) for lr in sorted(lrs, key=str))})"
         )
         if 0 in lrs or 0.0 in lrs:
             warnings.append(text)
@@ -444,14 +508,14 @@ def gradient_flow(ctx: Context) -> Result:
 
 
 def _depth_warnings(
-    table: list[dict[str, Any]], nonfinite: set[str], vanish: float, explode: float
+    table: list[dict[str, Any]], nonfinite: set[str], vanish: float, explode: float, numerics_cmd: str
 ) -> tuple[list[str], list[str]]:
     """Vanishing / exploding gradients across depth from the per-module table."""
     warnings: list[str] = []
     hints: list[str] = []
     if nonfinite:
         warnings.append(f"non-finite gradients at init in {_listed(sorted(nonfinite))} (exploding)")
-        hints.append("run `nncheck run --only numerics` to find the op that produces them")
+        hints.append(f"run `{numerics_cmd}` to find the op that produces them")
     rated = [r for r in table if r["ratio"] is not None]
     if len(rated) < 2:
         return warnings, hints
@@ -459,9 +523,9 @@ def _depth_warnings(
     top = max(rated, key=lambda r: r["ratio"])
     if top["ratio"] > 0 and first["ratio"] < vanish * top["ratio"]:
         warnings.append(
-            f"vanishing gradients at init: ||grad||/||weight|| of the first module `{first['module']}` "
+            f"vanishing gradients at init: ||grad||/||weight|| of the first module `{first['path']}` "
             f"({first['type']}) is {first['ratio']:.3g}, {first['ratio'] / top['ratio']:.2g} x the largest "
-            f"(`{top['module']}`: {top['ratio']:.3g}); per-module ratios in measured['modules']"
+            f"(`{top['path']}`: {top['ratio']:.3g}); per-module ratios in measured['modules']"
         )
         hints.append(
             "the early layers will barely train: replace sigmoid / tanh hidden activations with ReLU / GELU and He "
@@ -470,9 +534,9 @@ def _depth_warnings(
         )
     elif last["ratio"] > 0 and first["ratio"] > explode * last["ratio"]:
         warnings.append(
-            f"exploding gradients at init: ||grad||/||weight|| of the first module `{first['module']}` is "
+            f"exploding gradients at init: ||grad||/||weight|| of the first module `{first['path']}` is "
             f"{first['ratio']:.3g}, {first['ratio'] / last['ratio']:.3g} x the output module's "
-            f"(`{last['module']}`: {last['ratio']:.3g})"
+            f"(`{last['path']}`: {last['ratio']:.3g})"
         )
         hints.append(
             "gradients grow towards the input: lower the init scale (`nn.init.xavier_uniform_` / "

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip, first_tensor, iter_tensors, leaf_modules
+from nncheck.context import Context, ProbeSkip, code_path, first_tensor, iter_tensors, leaf_modules
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -24,6 +24,10 @@ from nncheck.report import Result, failed, passed, warned
 # Networks from Overfitting") use p = 0.5 for hidden units and p = 0.2 for inputs; at p >= 0.8 four fifths of the
 # signal is dropped and each kept unit is scaled 5x, which slows training to a crawl.
 DROPOUT_P_WARN = 0.8
+# Dropout rate at or above which to fail: p = 1 zeroes every value in training (PyTorch's p is the DROP probability;
+# a config's keep_prob = 1.0 passed as p), so nothing before it ever gets a gradient and the output ignores the input
+# (held-out .notes/heldout/b_dropout_p1.py, checks/lo_dropout_p1_keep_prob.py). No correct setup uses p >= 0.8.
+DROPOUT_P_FAIL = 1.0
 # Smallest training batch a BatchNorm layer may see: with one sample the batch statistics are that sample's own
 # (Ioffe & Szegedy 2015; Wu & He 2018 show BatchNorm error growing fast below batch 8 and breaking down at 1-2).
 MIN_BN_BATCH = 2
@@ -287,25 +291,39 @@ def final_op(ops: list[Op], final: int | None) -> Op | None:
     return ops[found[0]] if len(found) == 1 else None
 
 
-def _label(op: Op) -> str:
+def display(name: str, model: nn.Module) -> str:
+    """An op's name as the user writes it: `model.features[3]` for a module, `F.dropout in model.block` for a
+    functional call; graph nodes that are not modules (`add_1`) keep their name."""
+    if name.startswith("F.") and " in " in name:
+        fn, owner = name.split(" in ", 1)
+        return f"{fn} in {display(owner, model)}"
+    try:
+        model.get_submodule(name)
+    except (AttributeError, ValueError):
+        return name
+    return code_path(name, model)
+
+
+def _label(op: Op, model: nn.Module) -> str:
     what = type(op.module).__name__ if op.module is not None else ""
     p = f"p={op.p:g}" if op.p is not None else ""
     extra = ", ".join(s for s in (" ".join(s for s in (what, p) if s), op.where) if s)
-    return f"`{op.name}`" + (f" ({extra})" if extra else "")
+    return f"`{display(op.name, model)}`" + (f" ({extra})" if extra else "")
 
 
-def _ref(op: Op) -> str:
+def _ref(op: Op, model: nn.Module) -> str:
     """How a hint names an op: the module, or the functional call and its line."""
+    name = display(op.name, model)
     if op.module is not None:
-        return f"`{op.name}`"
-    return f"the `{op.name.split(' in ')[0]}` call" + (f" at {op.where}" if op.where else f" ({op.name})")
+        return f"`{name}`"
+    return f"the `{name.split(' in ')[0]}` call" + (f" at {op.where}" if op.where else f" ({name})")
 
 
 @probe(
     "layer-order",
     title="BatchNorm / dropout placement",
     order=80,
-    params={"dropout_p_warn": DROPOUT_P_WARN, "min_bn_batch": MIN_BN_BATCH},
+    params={"dropout_p_warn": DROPOUT_P_WARN, "dropout_p_fail": DROPOUT_P_FAIL, "min_bn_batch": MIN_BN_BATCH},
     fast={},
 )
 def layer_order(ctx: Context) -> Result:
@@ -320,7 +338,8 @@ def layer_order(ctx: Context) -> Result:
         - BatchNorm or dropout producing the model's final output -> fail (warn with a custom loss: SimSiam /
           BYOL projector heads end in BatchNorm on purpose);
         - a BatchNorm whose training batch holds one sample -> fail;
-        - dropout with p >= dropout_p_warn -> warn;
+        - dropout with p >= dropout_p_fail (1.0: it zeroes everything in training) -> fail; with p >=
+          dropout_p_warn -> warn;
         - a Linear / Conv with a bias feeding a BatchNorm directly -> a note in a passing result.
         Dropout and BatchNorm in different branches of a residual block are not linked by the data flow and
         are not flagged.
@@ -337,6 +356,7 @@ def layer_order(ctx: Context) -> Result:
 
     Thresholds:
         dropout_p_warn = 0.8 (Srivastava et al. 2014 use 0.5 for hidden units, 0.2 for inputs);
+        dropout_p_fail = 1.0 (every value dropped: keep_prob = 1.0 passed as p);
         min_bn_batch = 2 (a BatchNorm batch of 1; Wu & He 2018 show BatchNorm degrading below batch 8).
 
     How to fix:
@@ -347,7 +367,7 @@ def layer_order(ctx: Context) -> Result:
 
     Example:
         `nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(64), nn.Linear(64, 5))`
-        warns: `2` (Dropout p=0.5) feeds `3` (BatchNorm1d).
+        warns: `model[2]` (Dropout p=0.5) feeds `model[3]` (BatchNorm1d).
     """
     p = ctx.params
     batch = ctx.batch()
@@ -371,30 +391,33 @@ def layer_order(ctx: Context) -> Result:
     if not dropouts and not bns:
         raise ProbeSkip(NOTHING_TO_CHECK)
 
+    def dp(name: str) -> str:
+        return display(name, model)
+
     fails: list[str] = []
     warns: list[str] = []
     hints: list[str] = []
     notes: list[str] = []
     measured: dict[str, Any] = {
         "graph": method,
-        "dropout": {op.name: op.p for op in dropouts},
-        "batchnorm": [op.name for op in bns],
+        "dropout": {dp(op.name): op.p for op in dropouts},
+        "batchnorm": [dp(op.name) for op in bns],
     }
     expected: dict[str, Any] = {"dropout_p_max": p["dropout_p_warn"], "bn_batch_min": p["min_bn_batch"]}
 
     last = final_op(ops, final)
-    measured["final_op"] = last.name if last else None
+    measured["final_op"] = dp(last.name) if last else None
     if last is not None and last.kind in ("bn", "dropout"):
         what = "BatchNorm" if last.kind == "bn" else "dropout"
         # with a loss nncheck does not know (contrastive, SimSiam / BYOL projectors end in BatchNorm on purpose)
         # this is a warning; for cross-entropy, BCE and MSE it is a bug
         (fails if ctx.loss_kind in ("ce", "bce", "mse") else warns).append(
-            f"{what} {_label(last)} produces the model's final output"
+            f"{what} {_label(last, model)} produces the model's final output"
         )
         expected["final_op"] = "the output layer (Linear / Conv), not BatchNorm or dropout"
         hints.append(
-            f"Remove {_ref(last)} from the end of the model (or move it before the output layer): the last module "
-            "must be the output layer, e.g. `nn.Linear(hidden, n_out)`; "
+            f"Remove {_ref(last, model)} from the end of the model (or move it before the output layer): the last "
+            "module must be the output layer, e.g. `nn.Linear(hidden, n_out)`; "
             + (
                 "a BatchNorm on the output forces every output to zero mean / unit variance over the batch."
                 if last.kind == "bn"
@@ -405,7 +428,7 @@ def layer_order(ctx: Context) -> Result:
     small = {n: b for n, b in run.bn_batches.items() if b < p["min_bn_batch"]}
     measured["bn_batch"] = min(run.bn_batches.values()) if run.bn_batches else None
     if small:
-        names = ", ".join(f"`{n}`" for n in small)
+        names = ", ".join(f"`{dp(n)}`" for n in small)
         fails.append(f"BatchNorm {names} trains on a batch of {min(small.values())} sample(s)")
         hints.append(
             f"Train with batches of 16+ samples (`DataLoader(..., batch_size=32, drop_last=True)`), or replace "
@@ -413,30 +436,50 @@ def layer_order(ctx: Context) -> Result:
         )
 
     pairs = dropout_into_bn(ops)
-    measured["dropout_before_bn"] = [[d.name, b.name] for d, b in pairs]
+    measured["dropout_before_bn"] = [[dp(d.name), dp(b.name)] for d, b in pairs]
     if pairs:
         d, b = pairs[0]
         more = f" (and {len(pairs) - 1} more)" if len(pairs) > 1 else ""
-        warns.append(f"dropout {_label(d)} feeds BatchNorm {_label(b)}{more}: variance shift (Li et al. 2019)")
+        warns.append(
+            f"dropout {_label(d, model)} feeds BatchNorm {_label(b, model)}{more}: variance shift (Li et al. 2019)"
+        )
         hints.append(
-            f"Move {_ref(d)} after {_ref(b)} (`BatchNorm -> ReLU -> Dropout`), or keep dropout only after the "
-            "last BatchNorm (right before the output layer)."
+            f"Move {_ref(d, model)} after {_ref(b, model)} (`BatchNorm -> ReLU -> Dropout`), or keep dropout only "
+            "after the last BatchNorm (right before the output layer)."
         )
 
-    high = [op for op in dropouts if op.p is not None and op.p >= p["dropout_p_warn"]]
+    dead = [op for op in dropouts if op.p is not None and op.p >= p["dropout_p_fail"]]
+    if dead:
+        fails.append(
+            "dropout "
+            + ", ".join(_label(op, model) for op in dead)
+            + f" has p >= {p['dropout_p_fail']:g}: in training it zeroes every value, so the layers before it never "
+            "get a gradient and the output ignores the input"
+        )
+        expected["dropout_p_fail"] = p["dropout_p_fail"]
+        first = dead[0]
+        fix = (
+            f"`{dp(first.name)} = nn.Dropout(p=0.1)` in the code that builds the model"
+            if first.module is not None
+            else f"`F.dropout(x, p=0.1, training=self.training)` at {first.where or first.name}"
+        )
+        hints.append(
+            f"PyTorch's p is the probability to DROP a unit (p = 1 - keep_prob): set it to 0.1-0.5, e.g. {fix}."
+        )
+    high = [op for op in dropouts if op.p is not None and p["dropout_p_warn"] <= op.p < p["dropout_p_fail"]]
     if high:
-        warns.append("dropout " + ", ".join(_label(op) for op in high) + f" has p >= {p['dropout_p_warn']:g}")
-        hints.append(f"Lower the rate of {_ref(high[0])} to 0.1-0.5, e.g. `nn.Dropout(0.3)`.")
+        warns.append("dropout " + ", ".join(_label(op, model) for op in high) + f" has p >= {p['dropout_p_warn']:g}")
+        hints.append(f"Lower the rate of {_ref(high[0], model)} to 0.1-0.5, e.g. `nn.Dropout(0.3)`.")
 
     redundant = bias_into_bn(ops)
     if redundant:
-        names = ", ".join(f"`{a.name}`" for a, _ in redundant)
+        names = ", ".join(f"`{dp(a.name)}`" for a, _ in redundant)
         verb = "feeds" if len(redundant) == 1 else "feed"
         notes.append(
             f"{names} {verb} BatchNorm directly with a bias, which BatchNorm's mean subtraction cancels: build "
             "them with `bias=False` (one wasted parameter vector each, harmless)."
         )
-    measured["bias_before_bn"] = [a.name for a, _ in redundant]
+    measured["bias_before_bn"] = [dp(a.name) for a, _ in redundant]
 
     kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes, "hint": " ".join(hints)}
     if fails:

@@ -11,7 +11,16 @@ from torch import nn
 
 from nncheck.context import Context, iter_tensors
 from nncheck.probes import probe
-from nncheck.probes._locate import Located, OpSite, describe_counts, fix_hint, locate, nonfinite_counts, rng_state
+from nncheck.probes._locate import (
+    Located,
+    OpSite,
+    describe_counts,
+    fix_hint,
+    locate,
+    nonfinite_counts,
+    param_path,
+    rng_state,
+)
 from nncheck.report import Result, failed, passed
 from nncheck.setup import Batch
 
@@ -109,7 +118,7 @@ def _update_failure(model: nn.Module, step: int, lr: float | None, losses: list[
     bad = None if _finite(list(model.parameters())) else _first_bad_parameter(model)
     if bad is None:
         return None
-    name, c = bad
+    name, c = param_path(bad[0], model), bad[1]
     return failed(
         f"parameter `{name}` became non-finite in optimizer step {step} although its gradients were finite: "
         f"{describe_counts(c)}",
@@ -134,18 +143,18 @@ def _at_line(site: OpSite) -> str:
     return f"; at {site.line}" if site.line else ""
 
 
-def _report(stage: str, step: int, found: Located, lr: float | None, measured: dict[str, Any]) -> Result:
+def _report(stage: str, step: int, found: Located, lr: float | None, measured: dict[str, Any], lr_cmd: str) -> Result:
     when = _when(step, lr)
     diverged = (
-        " The model was finite at init and blew up during training: lower the learning rate (see the "
-        "learning-rate probe) or clip gradients (`torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)`). "
+        " The model was finite at init and blew up during training: lower the learning rate (run "
+        f"`{lr_cmd}`) or clip gradients (`torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)`). "
         if step > 0
         else " "
     )
     if found.forward is not None:
         s = found.forward
         lo = "" if s.input_min is None else f" (its inputs were finite, range [{s.input_min:.3g}, {s.input_max:.3g}])"
-        measured.update(op=s.op, module=s.module, line=s.line, counts=s.counts)
+        measured.update(op=s.op, module=s.path or s.module, line=s.line, counts=s.counts)
         what = f"non-finite {stage} {when}"
         if stage == "gradient":
             what = f"non-finite gradient {when} with a finite loss; an intermediate forward value was not finite"
@@ -157,7 +166,7 @@ def _report(stage: str, step: int, found: Located, lr: float | None, measured: d
         )
     if stage == "gradient" and found.backward is not None:
         s = found.backward
-        measured.update(op=s.op, backward_node=s.backward_node, module=s.module, line=s.line, counts=s.counts)
+        measured.update(op=s.op, backward_node=s.backward_node, module=s.path or s.module, line=s.line, counts=s.counts)
         params = ", ".join(found.grads_bad[:MAX_LISTED])
         return failed(
             f"non-finite gradient {when} with a finite loss: the backward of {_site_text(s)} ({s.backward_node}) "
@@ -215,7 +224,7 @@ def numerics(ctx: Context) -> Result:
 
     Example:
         A model that computes `torch.log(x)` of count features with zeros: fail, "non-finite output at init
-        (step 0): `torch.log` in module `<model>` (LogCounts) produced 222 -inf of 640 values (its inputs were
+        (step 0): `torch.log` in the model itself (`model`, LogCounts) produced 222 -inf of 640 values (its inputs were
         finite, range [0, 10]); at checks/numerics_log_of_zero.py:24: return self.net(torch.log(x))".
     """
     steps = max(1, int(ctx.params["steps"]))
@@ -226,12 +235,13 @@ def numerics(ctx: Context) -> Result:
     model = ctx.fresh_model(train=True)
     bad_param = _first_bad_parameter(model)
     if bad_param is not None:
-        name, c = bad_param
+        name, c = param_path(bad_param[0], model), bad_param[1]
         return failed(
             f"parameter/buffer `{name}` is non-finite at init: {describe_counts(c)}",
             measured={"tensor": name, "counts": c},
             expected={"nonfinite_values": 0},
-            hint=f"Initialise `{name}` explicitly (e.g. `nn.init.zeros_` / `nn.init.normal_(..., std=0.02)`): "
+            hint=f"Initialise `{name}` explicitly, on the module your `model()` returns (e.g. "
+            f"`nn.init.zeros_({name})` / `nn.init.normal_({name}, std=0.02)`): "
             "a tensor made with `torch.empty` holds whatever was in memory.",
         )
     opt = ctx.optimizer(model)
@@ -267,6 +277,7 @@ def numerics(ctx: Context) -> Result:
                 locate(ctx, model, batch, rng),
                 lr,
                 {"step": step, "stage": stage, "lr": lr, "losses": losses},
+                f"nncheck run {ctx.setup.path} --only learning-rate",
             )
         opt.step()
     bad = _update_failure(model, steps - 1, lr, losses)
