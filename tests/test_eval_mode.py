@@ -98,7 +98,7 @@ class AlwaysEval(nn.Module):
 def test_mode_that_never_reaches_dropout_warns():
     r = _check(AlwaysEval)
     assert r.status.value == "warn" and r.measured["train_vs_eval_diff"] == 0.0, r.message
-    assert "`drop`" in r.message
+    assert "`model.drop`" in r.message
 
 
 class FrozenBN(nn.Module):
@@ -128,3 +128,37 @@ def test_deliberately_frozen_batchnorm_is_a_note_not_a_failure():
 def test_model_without_dropout_or_batchnorm_passes_with_a_note():
     r = _check(lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
     assert r.status.value == "pass" and r.notes
+
+
+# ---------------------------------------------------------------------------------------------- fix round
+@pytest.mark.parametrize("seed", SEEDS)
+def test_batchnorm_momentum_zero_fails_with_the_keras_hint(seed):
+    """num_batches_tracked counts up with momentum=0, but the statistics never move (held-out b_bn_momentum_zero)."""
+    path = next(p for p in broken_files(PID) if p.name == "em_batchnorm_momentum_zero.py")
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail", r.message
+    assert r.measured["bn_momentum_zero"] == ["1"]
+    assert "1 - Keras momentum" in r.hint and "0.1 (default) or 0.01" in r.hint and "`model[1]`" in r.hint
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.01, None])
+def test_batchnorm_with_nonzero_or_cumulative_momentum_passes(momentum):
+    r = _check(
+        lambda: nn.Sequential(nn.Linear(8, 16, bias=False), nn.BatchNorm1d(16, momentum=momentum), nn.Linear(16, 3))
+    )
+    assert r.status.value == "pass", r.message
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bn_forced_to_eval_names_the_override_and_the_line(seed):
+    path = next(p for p in broken_files(PID) if p.name == "em_batchnorm_stuck_in_eval.py")
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail", r.message
+    assert "`Backbone.train()`" in r.hint and "`self.bn.eval()`" in r.hint and "`model[0].bn`" in r.hint
+    assert "call `super().train(mode)`" not in r.hint  # it already does: the bug is the .eval() call
+
+
+def test_module_paths_are_python_expressions():
+    r = run_file(next(p for p in broken_files(PID) if p.name == "em_train_override_never_evals.py"), only=[PID])
+    text = r.result(PID).message + r.result(PID).hint
+    assert "`model[" in text and "`2.bn`" not in text

@@ -66,7 +66,7 @@ def test_cross_entropy_fails_on_softmax_outputs_only(n_classes, hidden, head, se
     r = _check(_mlp(n_classes, hidden, *tail), _classes(n_classes, seed=seed))
     assert r.status.value == want, r.message
     if head == "softmax":
-        assert "double softmax" in r.message and "model.3" in r.hint
+        assert "double softmax" in r.message and "`model[3]`" in r.hint
     if head == "log_softmax":
         assert any("idempotent" in n for n in r.notes)
 
@@ -127,3 +127,63 @@ def test_mse_on_float_regression_targets_passes():
     y = x[:, :2] * 1.7 + 0.3
     r = _check(_mlp(2, 16), [(x[:16], y[:16]), (x[16:], y[16:])])
     assert r.status.value == "pass", r.message
+
+
+# ---------------------------------------------------------------------------------------------- fix round
+@pytest.mark.parametrize("seed", SEEDS)
+def test_nan_gradient_is_not_called_a_zero_gradient(seed):
+    """checks/numerics_log_of_zero.py: dLoss/d output is NaN; NaN > 0 is False, so it used to count as zero."""
+    r = run_file("checks/numerics_log_of_zero.py", seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "warn", r.message
+    assert "NaN/inf" in r.message and "zero gradient" not in r.message
+    assert r.measured["nonfinite_grad_batches"] >= 1 and r.measured["zero_grad_batches"] == 0
+    assert "nncheck run checks/numerics_log_of_zero.py --only numerics" in r.hint
+
+
+def test_a_finite_zero_gradient_still_fails():
+    def loss(out, y):  # connected to the output, but the gradient is exactly 0
+        return F.cross_entropy(out.detach(), y) + 0.0 * out.sum()
+
+    r = _check(_mlp(3, 16), _classes(3), loss)
+    assert r.status.value == "fail" and "zero gradient" in r.message, r.message
+
+
+def test_warning_joined_to_a_fail_is_marked_as_a_warning():
+    """A fail result must not end with "ignore this warning" as if the whole result were one."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, generator=g)
+    y = torch.randint(0, 4, (32, 1), generator=g).float()
+    data = [(x[:16], y[:16]), (x[16:], y[16:])]
+
+    def loss(out, target):  # MSE on class labels (warn) through a detached output (fail)
+        return F.mse_loss(out.detach(), target) + 0.0 * out.sum()
+
+    r = _check(lambda: nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)), data, loss)
+    assert r.status.value == "fail", r.message
+    assert "also (warning) MSE on integral targets" in r.message
+    assert "Also (warning): For class labels" in r.hint and "this warning does not apply" in r.hint
+    assert not r.hint.rstrip().endswith("ignore this warning.")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_loss_mixing_the_batch_fails_and_per_sample_losses_are_isolated(seed):
+    """Held-out b_loss_softmax_over_batch.py: log_softmax(dim=0) in a hand-written CE."""
+    r = run_file("checks/lf_softmax_over_batch.py", seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail" and "mixes the samples" in r.message, r.message
+    assert r.measured["isolation_change"] > 1e-3 and "dim=0" in r.hint and "isolation = false" in r.hint
+    ok = run_file("examples/mlp.py", seed=seed, budget="fast", only=[PID]).result(PID)
+    assert ok.measured["isolation_change"] == 0.0
+
+
+def _info_nce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Contrastive loss with in-batch negatives: couples the samples on purpose."""
+    z = F.normalize(z, dim=1)
+    return F.cross_entropy(z @ z.T / 0.1, torch.arange(len(z)))
+
+
+def test_contrastive_loss_is_flagged_unless_isolation_is_off():
+    model, data = _mlp(16, 16), _classes(3)
+    r = _check(model, data, _info_nce)
+    assert r.status.value == "fail" and "contrastive" in r.hint, r.message
+    off = nncheck.check(model=model, data=data, loss=_info_nce, only=[PID], probes={PID: {"isolation": False}})
+    assert off.result(PID).status.value == "pass", off.result(PID).message

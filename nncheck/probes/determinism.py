@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, iter_tensors, map_tensors
+from nncheck.context import Context, code_path, iter_tensors, map_tensors
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed
 
@@ -56,12 +57,28 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
     a, b = a.detach().cpu().contiguous(), b.detach().cpu().contiguous()
+    if a.is_floating_point() or a.is_complex():
+        # NaN bit patterns (sign, payload) may differ between two identical runs: NaN == NaN at the same places
+        nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+        if not torch.equal(nan_a, nan_b):
+            return False
+        if bool(nan_a.any()):
+            a, b = a.masked_fill(nan_a, 0), b.masked_fill(nan_b, 0)
     if a.dtype == torch.bool or a.element_size() == 0:
         return torch.equal(a, b)
     try:
         return torch.equal(a.view(torch.uint8), b.view(torch.uint8))
     except RuntimeError:  # pragma: no cover - exotic layouts
         return torch.equal(a, b)
+
+
+def same_float(x: float, y: float) -> bool:
+    """Equal Python floats, NaN equal to NaN (whatever its sign bit)."""
+    return x == y or (math.isnan(x) and math.isnan(y))
+
+
+def first_non_finite(losses: list[float]) -> int | None:
+    return next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -102,8 +119,17 @@ def batches_equal(a: Any, b: Any) -> bool:
         return False
 
 
-def describe(names: list[tuple[str, float]]) -> str:
-    shown = [f"{n} (max |diff| {d:.3g})" if d == d else n for n, d in names[:MAX_NAMED]]
+def tensor_path(name: str, model: nn.Module | None) -> str:
+    """State-dict key -> Python expression: ``0.weight`` -> ``model[0].weight``."""
+    owner, _, leaf = name.rpartition(".")
+    return f"{code_path(owner, model)}.{leaf}" if leaf else code_path(name, model)
+
+
+def describe(names: list[tuple[str, float]], model: nn.Module | None = None) -> str:
+    shown = [
+        f"{tensor_path(n, model)} (max |diff| {d:.3g})" if d == d else tensor_path(n, model)
+        for n, d in names[:MAX_NAMED]
+    ]
     more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
     return ", ".join(shown) + more
 
@@ -116,13 +142,14 @@ def is_instance_model(ctx: Context) -> bool:
 
 def check_model_build(ctx: Context) -> Diff:
     """Build the model twice under the run's seed and compare the state dicts bit for bit."""
-    sd1 = {k: v.detach().clone() for k, v in ctx.build_model().state_dict().items() if isinstance(v, torch.Tensor)}
+    built = ctx.build_model()
+    sd1 = {k: v.detach().clone() for k, v in built.state_dict().items() if isinstance(v, torch.Tensor)}
     ctx.check_time()
     sd2 = {k: v.detach().clone() for k, v in ctx.build_model().state_dict().items() if isinstance(v, torch.Tensor)}
     diffs = differing_tensors(sd1, sd2)
     if not diffs:
         return Diff(True, f"{len(sd1)} state-dict tensors equal")
-    return Diff(False, describe(diffs), [n for n, _ in diffs], {"n_tensors": len(sd1)})
+    return Diff(False, describe(diffs, built), [n for n, _ in diffs], {"n_tensors": len(sd1)})
 
 
 # ---------------------------------------------------------------------------------------------- (2) data
@@ -214,12 +241,12 @@ def run_training(ctx: Context, batches: list[Any], steps: int) -> tuple[list[flo
 
 
 def compare_runs(
-    a: tuple[list[float], dict[str, torch.Tensor]], b: tuple[list[float], dict[str, torch.Tensor]]
+    a: tuple[list[float], dict[str, torch.Tensor]],
+    b: tuple[list[float], dict[str, torch.Tensor]],
+    model: nn.Module | None = None,
 ) -> Diff:
     (la, sa), (lb, sb) = a, b
-    step = next(
-        (i for i, (x, y) in enumerate(zip(la, lb)) if not bitwise_equal(torch.tensor(x), torch.tensor(y))), None
-    )
+    step = next((i for i, (x, y) in enumerate(zip(la, lb)) if not same_float(x, y)), None)
     diffs = differing_tensors(sa, sb)
     if step is None and not diffs:
         return Diff(True, f"{len(la)} steps: equal losses and parameters")
@@ -227,7 +254,7 @@ def compare_runs(
     if step is not None:
         parts.append(f"loss differs from step {step} ({la[step]:.6g} vs {lb[step]:.6g})")
     if diffs:
-        parts.append(f"parameters differ: {describe(diffs)}")
+        parts.append(f"parameters differ: {describe(diffs, model)}")
     return Diff(False, "; ".join(parts), [n for n, _ in diffs], {"first_differing_step": step})
 
 
@@ -291,7 +318,7 @@ def deterministic_mode_run(ctx: Context, batches: list[Any], steps: int, twice: 
         msg = str(e)
         if "deterministic" not in msg.lower() and "CUBLAS_WORKSPACE_CONFIG" not in msg:
             raise
-        where = (stack[-1] or "<model>") if stack else "backward or optimizer step"
+        where = code_path(stack[-1], model) if stack else "backward or optimizer step"
         return OpProbe(msg.splitlines()[0], _nondeterministic_op(msg), where, None)
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
@@ -426,11 +453,25 @@ def determinism(ctx: Context) -> Result:
 
     # (3) training, from the cached batches and the pristine model (isolates it from (1) and (2))
     batches = ctx.batches(min(4, steps))
-    t = compare_runs(run_training(ctx, batches, steps), run_training(ctx, batches, steps))
-    measured["training"] = "equal" if t.equal else "differs"
-    measured["training_detail"] = t.detail
+    run_a = run_training(ctx, batches, steps)
     measured["steps"] = steps
     op: OpProbe | None = None
+    notes: list[str] = []
+    nonfinite = first_non_finite(run_a[0])
+    if nonfinite is not None:
+        # a NaN/inf loss is a numerics bug, not a reproducibility one: two NaN runs say nothing about seeding
+        t = Diff(True, f"skipped: the training loss is non-finite ({run_a[0][nonfinite]}) at step {nonfinite}")
+        measured["training"] = "skipped (non-finite loss)"
+        measured["training_detail"] = t.detail
+        measured["non_finite_loss_step"] = nonfinite
+        notes.append(
+            f"Training comparison skipped: the loss is {run_a[0][nonfinite]} at step {nonfinite}. "
+            f"Find where it comes from with `nncheck run {ctx.setup.path} --only numerics`."
+        )
+    else:
+        t = compare_runs(run_a, run_training(ctx, batches, steps), ctx._pristine)
+        measured["training"] = "equal" if t.equal else "differs"
+        measured["training_detail"] = t.detail
     if not t.equal:
         broke.append("training")
         measured.update({k: v for k, v in t.extra.items() if v is not None})
@@ -438,7 +479,7 @@ def determinism(ctx: Context) -> Result:
         measured["nondeterministic_op"] = op.op
         measured["nondeterministic_op_module"] = op.module
         measured["equal_with_deterministic_algorithms"] = op.equal_in_det_mode
-    else:
+    elif nonfinite is None:
         # one step under deterministic algorithms: ops that agreed here by chance but are not guaranteed to
         op = deterministic_mode_run(ctx, batches, 1, twice=False)
         if op.op:
@@ -455,8 +496,16 @@ def determinism(ctx: Context) -> Result:
             measured=measured,
             expected=expected,
             hint=" ".join(_iter_hint_lines(ctx, broke, op)),
+            notes=notes,
         )
-    notes = []
+    if nonfinite is not None:
+        return passed(
+            f"model and first {int(p['data_batches'])} batches reproducible under one seed; training not compared "
+            f"(non-finite loss at step {nonfinite}: run `nncheck run {ctx.setup.path} --only numerics`)",
+            measured=measured,
+            expected=expected,
+            notes=notes,
+        )
     if op is not None and op.op:
         notes.append(
             f"`{op.op}` (in {op.module}) has no deterministic implementation: these runs agreed, others may not. "

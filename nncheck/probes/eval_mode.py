@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from nncheck.context import Context, iter_tensors
+from nncheck.context import Context, code_path, iter_tensors
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -92,10 +93,9 @@ def _bn_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
 
 
 def _bn_state(model: nn.Module) -> dict[str, list[torch.Tensor]]:
-    return {
-        n: [m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()]
-        for n, m in _bn_modules(model).items()
-    }
+    """running_mean and running_var only: num_batches_tracked counts forwards in train mode even when the
+    statistics cannot move (momentum=0: .notes/heldout/b_bn_momentum_zero.py was reported as updating)."""
+    return {n: [m.running_mean.clone(), m.running_var.clone()] for n, m in _bn_modules(model).items()}
 
 
 def _moved(before: dict[str, list[torch.Tensor]], model: nn.Module) -> dict[str, bool]:
@@ -103,8 +103,59 @@ def _moved(before: dict[str, list[torch.Tensor]], model: nn.Module) -> dict[str,
     return {n: any(not torch.equal(x, y) for x, y in zip(before[n], after[n])) for n in before}
 
 
-def _where(name: str, mod: nn.Module) -> str:
-    return f"`{name}` ({type(mod).__name__})" if name else f"the model's own forward ({type(mod).__name__})"
+def _where(name: str, mod: nn.Module, model: nn.Module) -> str:
+    return (
+        f"`{code_path(name, model)}` ({type(mod).__name__})"
+        if name
+        else f"the model's own forward ({type(mod).__name__})"
+    )
+
+
+def eval_call_in_override(model: nn.Module, name: str) -> tuple[str, str, str] | None:
+    """(class name, its code path, the offending line) of the nearest ancestor of ``name`` whose ``train()``
+    override switches ``name`` (or all its children) to eval mode, found in the override's source."""
+    parts = name.split(".")
+    for k in range(len(parts) - 1, -1, -1):
+        parent_name = ".".join(parts[:k])
+        parent = model.get_submodule(parent_name) if parent_name else model
+        train = getattr(type(parent), "train", None)
+        if train is None or train is nn.Module.train:
+            continue
+        try:
+            lines = inspect.getsource(train).splitlines()
+        except (OSError, TypeError):
+            continue
+        child = parts[k]
+        calls = [ln.split("#", 1)[0].strip() for ln in lines]
+        hit = next((c for c in calls if child in c and (".eval()" in c or ".train(False)" in c)), None)
+        hit = hit or next((c for c in calls if ".eval()" in c or ".train(False)" in c), None)
+        if hit:
+            return type(parent).__name__, code_path(parent_name, model), hit
+    return None
+
+
+def _static_bn_hint(model: nn.Module, name: str, mod: nn.Module) -> str:
+    path = code_path(name, model)
+    momentum = getattr(mod, "momentum", None)
+    if momentum == 0:
+        return (
+            f"`{path}` has momentum=0: its running statistics never move, so eval mode normalises with mean 0 / "
+            "variance 1. PyTorch momentum = 1 - Keras momentum; use 0.1 (default) or 0.01: "
+            f"`nn.{type(mod).__name__}({mod.num_features}, momentum=0.1)`."
+        )
+    found = eval_call_in_override(model, name) if not mod.training else None
+    if found:
+        cls, _, line = found
+        return (
+            f"`{path}` never learns its statistics, so eval mode normalises with mean 0 / variance 1: "
+            f"`{cls}.train()` forces it into eval mode with `{line}`. Remove that line, or freeze it on purpose "
+            "(load pretrained statistics and call `requires_grad_(False)` on its weight and bias)."
+        )
+    return (
+        f"`{path}` never learns its statistics, so eval mode normalises with mean 0 / variance 1: find what keeps it "
+        "from updating (a `train()` override or a forward that calls `.eval()` on it, `momentum=0`, "
+        "`track_running_stats` toggled), or freeze it on purpose with `requires_grad_(False)` on its weight and bias."
+    )
 
 
 def _active(calls: list[Call]) -> tuple[list[str], list[str]]:
@@ -127,8 +178,10 @@ def eval_mode(ctx: Context) -> Result:
         1. eval mode, two forwards: the outputs must be identical, else fail, naming the innermost module whose
            inputs were identical but whose outputs differed (where the randomness lives) and any module still in
            train mode after `model.eval()`;
-        2. BatchNorm running statistics must stay fixed in eval mode and move in train mode, else fail naming the
-           module (BatchNorm layers whose affine parameters are frozen are accepted as deliberately frozen);
+        2. BatchNorm running statistics (running_mean / running_var; num_batches_tracked counts up even when they
+           cannot move) must stay fixed in eval mode and move in train mode, else fail naming the module, and
+           `momentum=0` or the `.eval()` call of a `train()` override when that is the cause (BatchNorm layers
+           whose affine parameters are frozen are accepted as deliberately frozen);
         3. a model that runs dropout or BatchNorm must give different outputs in train and eval mode, else warn
            (the mode does not reach those layers). A model without either passes with a note, after check 1.
 
@@ -137,7 +190,8 @@ def eval_mode(ctx: Context) -> Result:
         causes are `F.dropout(x, p)` without `training=self.training` (it defaults to training=True) and a
         submodule whose `train()` override does not pass the mode on. A BatchNorm that stays in train mode keeps
         updating its running statistics on evaluation data and normalises each eval batch by its own statistics;
-        one stuck in eval mode never learns its statistics. (Humbatova et al., ICSE 2020: "missing / wrong
+        one stuck in eval mode (or with momentum=0: PyTorch momentum = 1 - Keras momentum) never learns its
+        statistics. (Humbatova et al., ICSE 2020: "missing / wrong
         train-eval mode switch"; PyTorch docs of `F.dropout` and `Module.train`.)
 
     Thresholds:
@@ -171,16 +225,15 @@ def eval_mode(ctx: Context) -> Result:
         "bn_moved_in_eval": moved_in_eval,
     }
     expected: dict[str, Any] = {"eval_vs_eval_diff_max": tol, "still_training_after_eval": [], "bn_moved_in_eval": []}
-    stuck_txt = (
-        "; still in train mode after model.eval(): " + ", ".join(_where(n, m) for n, m in stuck[:5]) if stuck else ""
-    )
+    stuck_names = ", ".join(_where(n, m, model) for n, m in stuck[:5])
+    stuck_txt = f"; still in train mode after model.eval(): {stuck_names}" if stuck else ""
     if eval_diff > tol:
         sources = random_sources(run_pass(ctx, model, batch, True), run_pass(ctx, model, batch, True), tol)
         measured["random_in"] = [n or "<model>" for n, _ in sources]
-        where = ", ".join(_where(n, m) for n, m in sources) or "the model's forward"
+        where = ", ".join(_where(n, m, model) for n, m in sources) or "the model's forward"
         fix = (
             f"`{type(stuck[0][1]).__name__}.train()` must call `super().train(mode)` and `return self` (it keeps "
-            f"`{stuck[0][0]}` in train mode)"
+            f"`{code_path(stuck[0][0], model)}` in train mode)"
             if stuck
             else f"in `{type(sources[0][1]).__name__ if sources else 'Model'}.forward`, write "
             "`F.dropout(x, p, training=self.training)` (F.dropout defaults to training=True) or use an `nn.Dropout` "
@@ -197,11 +250,11 @@ def eval_mode(ctx: Context) -> Result:
         mod = model.get_submodule(name)
         fails.append(
             (
-                f"BatchNorm {_where(name, mod)} updates its running statistics in eval mode"
+                f"BatchNorm {_where(name, mod, model)} updates its running statistics in eval mode"
                 + (" (it is still in train mode after model.eval())" if mod.training else ""),
-                f"`{name}` must not update in eval mode: if a `train()` override keeps it in train mode, make it call "
-                "`super().train(mode)`; never call `.train()` inside forward or pass `training=True` to "
-                "`F.batch_norm`.",
+                f"`{code_path(name, model)}` must not update in eval mode: if a `train()` override keeps it in train "
+                "mode, make it call `super().train(mode)`; never call `.train()` inside forward or pass "
+                "`training=True` to `F.batch_norm`.",
             )
         )
 
@@ -214,19 +267,22 @@ def eval_mode(ctx: Context) -> Result:
     frozen = [n for n in bns if n in moved and not moved[n] and _frozen(train_model, n)]
     not_moving = [n for n in bns if n in moved and not moved[n] and n not in frozen]
     measured.update({"dropout": drops, "batchnorm": bns, "bn_static_in_train": not_moving})
+    zero_momentum = [n for n in not_moving if getattr(train_model.get_submodule(n), "momentum", None) == 0]
+    if zero_momentum:
+        measured["bn_momentum_zero"] = zero_momentum
     expected["bn_static_in_train"] = []
     if frozen:
-        notes.append(f"BatchNorm {', '.join(f'`{n}`' for n in frozen)} is frozen (eval mode, no trainable affine).")
+        paths = ", ".join(f"`{code_path(n, train_model)}`" for n in frozen)
+        notes.append(f"BatchNorm {paths} is frozen (eval mode, no trainable affine).")
     if not_moving:
         name = not_moving[0]
         mod = train_model.get_submodule(name)
         fails.append(
             (
-                f"BatchNorm {_where(name, mod)} does not update its running statistics in train mode"
-                + (" (it stays in eval mode after model.train())" if not mod.training else ""),
-                f"`{name}` never learns its statistics, so eval mode normalises with mean 0 / variance 1: make the "
-                "`train()` override of its parent call `super().train(mode)` (do not force `.eval()`), or freeze it "
-                "on purpose with `requires_grad_(False)` on its weight and bias.",
+                f"BatchNorm {_where(name, mod, train_model)} does not update its running statistics in train mode"
+                + (" (it stays in eval mode after model.train())" if not mod.training else "")
+                + (" (momentum=0)" if getattr(mod, "momentum", None) == 0 else ""),
+                _static_bn_hint(train_model, name, mod),
             )
         )
     train_diff = max_diff(train.outputs, first.outputs)
@@ -235,7 +291,7 @@ def eval_mode(ctx: Context) -> Result:
     if switching:
         expected["train_vs_eval_diff_min"] = tol
         if train_diff <= tol and not not_moving:
-            layers = ", ".join(f"`{n}`" for n in switching[:6])
+            layers = ", ".join(f"`{code_path(n, train_model)}`" for n in switching[:6])
             warns.append(
                 (
                     f"train and eval outputs are identical (diff {train_diff:.1e}) although {layers} run: the mode "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip, execution_order, first_tensor, map_tensors
+from nncheck.context import Context, ProbeSkip, code_path, execution_order, first_tensor, map_tensors
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -25,6 +26,16 @@ NLL_LOGPROB_TOL = 0.1
 # Outputs fed to BCEWithLogits that all lie strictly in (0, 1) with at least this spread look like probabilities
 # when no sigmoid call was seen (raw logits of a fresh model straddle 0 on every example of examples/).
 SIGMOID_MIN_SPREAD = 0.01
+# Loss isolation: dLoss/d output_i must not change when the outputs of the other samples j != i change, for any loss
+# that is a mean (or sum) of per-sample terms; it does change when the loss mixes the batch (log_softmax(dim=0) in a
+# hand-written CE: .notes/heldout/b_loss_softmax_over_batch.py). Measured (relative change of sample 0's gradient,
+# other outputs moved by 0.5 x their std): exactly 0 on every correct file of checks/ + examples/ and the held-out
+# a_*.py (CE, BCE, MSE, NLL, Poisson, VAE, LM losses), 0.017-0.030 on checks/lf_softmax_over_batch.py. 1e-4 leaves
+# float32 rounding (~1e-7) three decades of room. Contrastive / in-batch-negative losses couple samples on purpose:
+# `isolation = false` in [tool.nncheck.probes.loss-function].
+ISOLATION_TOL = 1e-4
+# Size of the perturbation of the other samples' outputs, in units of the output's standard deviation.
+ISOLATION_NOISE = 0.5
 # Integral MSE targets with at most this many distinct values look like class labels (CIFAR-100 has 100).
 MAX_LABEL_VALUES = 100
 
@@ -110,6 +121,7 @@ class Evidence:
     calls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # loss name -> per call facts
     errors: list[str] = field(default_factory=list)
     zero_grad_batches: int = 0
+    nonfinite_grad_batches: int = 0  # NaN/inf in dLoss/d output: a numerics problem, not a missing gradient
     no_grad_path: bool = False
     batches: int = 0
 
@@ -157,7 +169,8 @@ def collect(ctx: Context, batches: list[Any]) -> tuple[Evidence, str | None]:
             if call.name in LOSSES:
                 ev.calls.setdefault(call.name, []).append(facts_of(call.name, bound(call), rec))
         if k == 0:
-            last_module = _last_module(ctx, model, b, out)
+            name = _last_module(ctx, model, b, out)
+            last_module = code_path(name, model) if name else None
         _gradient_probe(ctx, out, y, ev)
         ev.batches += 1
     return ev, last_module
@@ -196,8 +209,62 @@ def _gradient_probe(ctx: Context, out: Any, y: Any, ev: Evidence) -> None:
             ev.zero_grad_batches += 1
             return
         grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
-    if all(g is None or not bool(g.abs().gt(0).any()) for g in grads):
+    if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+        ev.nonfinite_grad_batches += 1  # NaN > 0 is False: without this a NaN gradient would count as zero
+    elif all(g is None or not bool(g.abs().gt(0).any()) for g in grads):
         ev.zero_grad_batches += 1
+
+
+def _sample_grad(ctx: Context, out: Any, y: Any, n: int, noise: float | None) -> torch.Tensor | None:
+    """dLoss/d output of sample 0 (every output tensor with a batch dim), the other samples' outputs moved by
+    ``noise`` x std when given. None when the loss cannot be differentiated."""
+    leaves: list[torch.Tensor] = []
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def leaf(t: torch.Tensor) -> torch.Tensor:
+        if not t.is_floating_point() or t.dim() == 0 or t.shape[0] != n:
+            return t
+        t = t.detach().clone()
+        if noise:
+            delta = torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)
+            delta[0] = 0
+            t = t + noise * (float(t.float().std()) if t.numel() > 1 else 1.0) * delta
+        t.requires_grad_(True)
+        leaves.append(t)
+        return t
+
+    out_leaf = map_tensors(out, leaf)
+    if not leaves:
+        return None
+    with torch.enable_grad():
+        try:
+            loss = ctx.loss(out_leaf, y)
+        except Exception:
+            return None
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            return None
+        grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
+    parts = [gr[0].flatten().double() for gr in grads if gr is not None]
+    return torch.cat(parts) if parts else None
+
+
+def isolation_change(ctx: Context, batch: Any, noise: float) -> float | None:
+    """Relative change of sample 0's output gradient when only the other samples' outputs change (0 for a loss
+    that treats samples independently). None when it cannot be measured."""
+    n = ctx.batch_size(batch)
+    if n < 2:
+        return None
+    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    with torch.no_grad():
+        out, y = ctx.forward(model, batch)
+    g0 = _sample_grad(ctx, out, y, n, None)
+    g1 = _sample_grad(ctx, out, y, n, noise)
+    if g0 is None or g1 is None or g0.shape != g1.shape:
+        return None
+    norm = float(g0.norm())
+    if not (math.isfinite(norm) and norm > 0 and bool(torch.isfinite(g1).all())):
+        return None
+    return float((g1 - g0).norm()) / norm
 
 
 # ---------------------------------------------------------------------------------------------- rules
@@ -212,7 +279,7 @@ def _origin(facts: list[dict[str, Any]]) -> str | None:
 
 def _producer(origin: str | None, last_module: str | None, default: str) -> str:
     if last_module:
-        return f"`model.{last_module}`"
+        return f"`{last_module}`"
     if origin:
         return f"the `{origin}` call on the output"
     return default
@@ -228,6 +295,8 @@ def _producer(origin: str | None, last_module: str | None, default: str) -> str:
         "nll_logprob_tol": NLL_LOGPROB_TOL,
         "sigmoid_min_spread": SIGMOID_MIN_SPREAD,
         "max_label_values": MAX_LABEL_VALUES,
+        "isolation": True,
+        "isolation_tol": ISOLATION_TOL,
     },
     fast={"batches": 1},
 )
@@ -246,7 +315,12 @@ def loss_function(ctx: Context) -> Result:
         - BCE (no logits) on values outside [0, 1], or made directly by a Linear / Conv (raw logits): fail;
         - MSE with a target of another shape than the output (broadcasting): fail; MSE on integral targets
           with few values (class labels): warn;
-        - a loss with no gradient w.r.t. the output (detached, `.item()`, `round`, `argmax`): fail;
+        - a loss with no gradient w.r.t. the output (detached, `.item()`, `round`, `argmax`): fail; a NaN/inf
+          gradient is counted apart: warn, pointing at `--only numerics`;
+        - loss isolation: on the first batch, the outputs of samples 1..N-1 are moved (0.5 std) and the gradient
+          w.r.t. sample 0's output must not change (it cannot for a mean of per-sample terms): fail when it
+          changes by more than `isolation_tol` (e.g. `log_softmax(logits, dim=0)` in a hand-written CE);
+          contrastive losses couple samples on purpose: `isolation = false`;
         - `reduction="sum"`: a note.
         A loss that returns a non-scalar is already rejected when the setup loads.
 
@@ -256,12 +330,14 @@ def loss_function(ctx: Context) -> Result:
         the most frequent loss bug in Islam et al., FSE 2019, and Humbatova et al., ICSE 2020). NLLLoss on raw
         scores is unbounded below and diverges. BCELoss on raw logits crashes (CPU) or asserts (CUDA) as soon as
         a value leaves [0, 1]. MSE on class indices imposes an order on the classes. A loss whose gradient does
-        not reach the output never trains the model. A summed loss grows with the batch size, so the right
-        learning rate depends on it.
+        not reach the output never trains the model. A loss mixing the samples learns which sample of the
+        batch is most likely a class, not which class a sample is. A summed loss grows with the batch size, so
+        the right learning rate depends on it.
 
     Thresholds:
         simplex_tol = 1e-3 (float32 softmax rows sum to 1 within ~1e-6); nll_logprob_tol = 0.1;
-        sigmoid_min_spread = 0.01; max_label_values = 100.
+        sigmoid_min_spread = 0.01; max_label_values = 100; isolation_tol = 1e-4 (relative change; exactly 0
+        measured on every correct setup, 0.017-0.03 for log_softmax over the batch).
 
     How to fix:
         Return raw logits from the model and let the loss apply softmax / sigmoid (apply them at inference
@@ -397,21 +473,52 @@ def loss_function(ctx: Context) -> Result:
                     f"MSE on integral targets with {len(values)} distinct values ({values[:6]}...): class labels?",
                     "For class labels use `nn.CrossEntropyLoss()` with one output per class (or "
                     "`nn.BCEWithLogitsLoss()` for 0/1 labels); MSE on class indices orders the classes. If the "
-                    "targets are counts or ratings, ignore this warning.",
+                    "targets are counts or ratings, MSE is fine and this warning does not apply.",
                 )
             )
 
     measured["zero_grad_batches"] = ev.zero_grad_batches
     expected["zero_grad_batches"] = 0
-    if ev.batches and ev.zero_grad_batches == ev.batches:
+    measured["nonfinite_grad_batches"] = ev.nonfinite_grad_batches
+    if ev.nonfinite_grad_batches:
+        expected["nonfinite_grad_batches"] = 0
+        warns.append(
+            (
+                f"the loss's gradient w.r.t. the output is NaN/inf on {ev.nonfinite_grad_batches} of {ev.batches} "
+                "batches: a numerics problem (log of 0, division by 0, NaN in the data), not a wrong loss",
+                f"Find where the NaN/inf comes from with `nncheck run {ctx.setup.path} --only numerics,data`.",
+            )
+        )
+    if ev.batches and ev.zero_grad_batches == ev.batches - ev.nonfinite_grad_batches and ev.zero_grad_batches:
         why = "is not connected to the output" if ev.no_grad_path else "has a zero gradient w.r.t. the output"
         fails.append(
             (
-                f"the loss {why} on all {ev.batches} batches: training cannot change the model",
+                f"the loss {why} on all {ev.zero_grad_batches} batches"
+                f"{' with a finite gradient' if ev.nonfinite_grad_batches else ''}: training cannot change the model",
                 "Compute the loss from the model output with differentiable ops only: no `.detach()`, `.item()`, "
                 "`.numpy()`, `.data`, `round()`, `argmax()` or comparisons between the output and the loss.",
             )
         )
+
+    if p["isolation"] and batches:
+        ctx.check_time()
+        change = isolation_change(ctx, batches[0], ISOLATION_NOISE)
+        measured["isolation_change"] = change
+        if change is not None:
+            expected["isolation_change_max"] = float(p["isolation_tol"])
+        if change is not None and change > float(p["isolation_tol"]):
+            fails.append(
+                (
+                    f"the loss mixes the samples of a batch: the gradient w.r.t. sample 0's output changed by "
+                    f"{change:.3g} (relative) when only the OTHER samples' outputs changed (0 for a per-sample "
+                    "loss averaged over the batch)",
+                    "Look for a reduction over the batch dim inside the loss: `log_softmax(logits, dim=0)` / "
+                    "`softmax(..., dim=0)` instead of `dim=1` (or `dim=-1`), a normalisation by batch statistics "
+                    "(`out / out.sum(0)`, `out - out.mean(0)`), a `sum(0)` before the per-sample term. If the loss "
+                    "couples samples on purpose (contrastive, in-batch negatives, ranking), set `isolation = false` "
+                    "under [tool.nncheck.probes.loss-function] in pyproject.toml.",
+                )
+            )
 
     sums = sorted({n for n, fs in ev.calls.items() for f in fs if f.get("reduction") == "sum"})
     if sums:
@@ -423,7 +530,10 @@ def loss_function(ctx: Context) -> Result:
 
     kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes}
     if fails:
-        return failed("; ".join(m for m, _ in fails + warns), hint=" ".join(h for _, h in fails + warns), **kw)
+        # warnings joined to a fail are marked as such, so "this warning" in their hints reads right
+        message = "; ".join(m for m, _ in fails) + "".join(f"; also (warning) {m}" for m, _ in warns)
+        hint = " ".join(h for _, h in fails) + "".join(f" Also (warning): {h}" for _, h in warns)
+        return failed(message, hint=hint, **kw)
     if warns:
         return warned("; ".join(m for m, _ in warns), hint=" ".join(h for _, h in warns), **kw)
     kinds = ", ".join(LOSSES[n] for n in sorted(ev.calls)) or f"a custom loss ({ctx.loss_name})"
