@@ -233,6 +233,12 @@ class Context:
         m.train(train)
         return m
 
+    def pristine_model(self) -> nn.Module:
+        """The model at initialisation itself, without a copy: read it (names, structure), never modify it."""
+        if self._pristine is None:
+            self._pristine = self._build_user_model().to(self.device)
+        return self._pristine
+
     def pristine_state(self) -> dict[str, Any]:
         """The state dict of the model at initialisation, without a copy: read it (``load_state_dict`` copies
         the values), never modify it. Cheaper than ``fresh_model().state_dict()`` (a deep copy of the module)."""

@@ -469,7 +469,7 @@ def determinism(ctx: Context) -> Result:
             f"Find where it comes from with `nncheck run {ctx.setup.path} --only numerics`."
         )
     else:
-        t = compare_runs(run_a, run_training(ctx, batches, steps), ctx._pristine)
+        t = compare_runs(run_a, run_training(ctx, batches, steps), ctx.pristine_model())
         measured["training"] = "equal" if t.equal else "differs"
         measured["training_detail"] = t.detail
     if not t.equal:
