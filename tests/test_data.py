@@ -170,7 +170,7 @@ def test_integer_token_inputs_are_not_unnormalised():
 
 def test_batch_of_duplicates_and_constant_inputs_warn():
     x, y = xy()
-    dup = x[:1].repeat(256, 1)
+    dup = x[torch.arange(256) // 32 * 32]  # each batch: one sample repeated (batches differ)
     r = check(mlp(), listed(dup, y))
     assert r.status.value == "warn" and "repeat" in r.message
     r = check(mlp(), listed(torch.zeros_like(x), y))
@@ -204,3 +204,127 @@ def test_last_batch_of_one_from_a_generator():
 
     r = check(mlp(bn=True), gen())
     assert r.status.value == "warn" and "1 sample" in r.message
+
+
+# ---------------------------------------------------------------------------------------------- fix round
+def autoencoder_data():
+    g = torch.Generator().manual_seed(0)
+    img = (torch.rand(128, 1, 16, 16, generator=g) > 0.5).float() * 0.8 + 0.1
+    return [(img[i : i + 16],) for i in range(0, 128, 16)]
+
+
+def test_autoencoder_target_is_the_input_is_not_a_duplicate():
+    """Held-out a_conv_autoencoder.py / a_vae.py: the input tensor is also the target; it was dropped from the
+    duplicate keys and every sample looked like a repeat ("94% of the samples repeat another sample")."""
+
+    def model():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 3, padding=1), nn.Sigmoid())
+
+    def forward(m, batch):
+        (x,) = batch
+        return m(x), x
+
+    r = check(model, autoencoder_data(), forward=forward, loss=nn.MSELoss())
+    assert r.status.value == "pass", r.message
+    assert r.measured["duplicate_fraction"] == 0.0
+
+
+def test_duplicate_fraction_without_batch_tensors_is_zero():
+    assert duplicate_fraction([], 8) == 0.0
+    assert duplicate_fraction([torch.tensor(3.0)], 8) == 0.0
+
+
+def test_labels_out_of_range_later_report_the_whole_span_and_the_concrete_layer():
+    """UX review labels_later.py: batches 3.. hold labels up to 4 for a 3-way head."""
+    g = torch.Generator().manual_seed(0)
+    data = [
+        (torch.randn(16, 4, generator=g), torch.randint(0, 3 if i < 3 else 5, (16,), generator=g)) for i in range(6)
+    ]
+
+    def model():
+        return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    r = check(model, data)
+    assert r.status.value == "fail" and "span 0..4" in r.message and "batch 3" in r.message
+    assert "`model[2]`" in r.hint and "nn.Linear(16, 5)" in r.hint and "->" not in r.hint
+
+
+def test_a_unique_sample_set_with_repeats_across_batches_passes():
+    """Few distinct samples (40 points drawn 256 times): samples repeat across batches, batches do not."""
+    g = torch.Generator().manual_seed(0)
+    pts = torch.randn(40, 2, generator=g)
+    idx = torch.randint(0, 40, (256,), generator=g)
+    x, y = pts[idx], (pts[idx, 0] * pts[idx, 1] < 0).long()
+    r = check(mlp(n_in=2, n_out=2), listed(x, y))
+    assert r.status.value == "pass", r.message
+    assert r.measured["repeated_batch_fraction"] == 0.0 and r.measured["repeated_sample_fraction"] > 0.5
+
+
+def test_sequences_whose_length_varies_per_batch_pass():
+    """(B, T) token ids padded per batch and (B, T, F) float sequences: only the batch and length dims change."""
+    g = torch.Generator().manual_seed(0)
+
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+        def forward(self, t):
+            return self.head(self.emb(t).mean(1))
+
+    tokens = [
+        (torch.randint(0, 50, (16, 5 + i), generator=g), torch.randint(0, 3, (16,), generator=g)) for i in range(6)
+    ]
+    assert check(Pool, tokens).status.value == "pass"
+
+    class Gru(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.GRU(4, 8, batch_first=True), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    seqs = [(torch.randn(16, 5 + i, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for i in range(6)]
+    assert check(Gru, seqs).status.value == "pass"
+
+
+@pytest.mark.parametrize("shape", [(16, 3, 8, 8), (16, 3, 12, 12)])
+def test_image_channel_count_change_fails_but_size_change_does_not(shape):
+    g = torch.Generator().manual_seed(0)
+
+    def model():
+        return nn.Sequential(nn.LazyConv2d(4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+    data = [(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 2, (16,), generator=g)) for _ in range(4)]
+    data[2] = (torch.randn(*shape[:1], 3 if shape[2] == 12 else 1, *shape[2:], generator=g), data[2][1])
+    r = check(model, data)
+    if shape[2] == 12:  # only the image size changes: multi-scale training is legitimate
+        assert r.status.value == "pass", r.message
+    else:
+        assert r.status.value == "fail" and "batch 2" in r.message and "(16, 3, 8, 8)" in r.message
+
+
+def test_shifted_lm_targets_pass_and_unshifted_fail():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 20, (64, 9), generator=g)
+    data = [{"ids": ids[i : i + 16]} for i in range(0, 64, 16)]
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Embedding(20, 8), nn.Linear(8, 20)
+
+        def forward(self, t):
+            return self.head(self.emb(t))
+
+    def shifted(m, b):
+        return m(b["ids"][:, :-1]), b["ids"][:, 1:]
+
+    def unshifted(m, b):
+        return m(b["ids"]), b["ids"]
+
+    assert check(LM, data, forward=shifted, causal=True).status.value == "pass"
+    r = check(LM, data, forward=unshifted, causal=True)
+    assert r.status.value == "fail" and "100%" in r.message and "ids[:, 1:]" in r.hint
+    assert check(LM, data, forward=unshifted).status.value == "warn"  # not declared causal: maybe a copy task

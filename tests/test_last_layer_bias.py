@@ -146,3 +146,64 @@ def test_custom_loss_is_skipped():
     model, data = _classifier(3, [0.9, 0.05, 0.05], 0)
     r = check(model, data, loss=lambda out, y: nn.functional.cross_entropy(out, y) * 1.0)
     assert r.status.value == "skip"
+
+
+# ---------------------------------------------------------------------------------------------- fix round
+class Seq(nn.Module):
+    """A tiny decoder: (B, T) token ids -> (B, T, V) logits."""
+
+    def __init__(self, vocab: int, bias: bool = True, tied: bool = False) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, vocab, bias=bias)
+        if tied:
+            self.head.weight = self.emb.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.emb(x)))
+
+
+def _specials_data(probs: list[float], vocab: int = 12, seed: int = 0):
+    """Targets drawn from classes 2.. with ``probs``; classes 0, 1 (BOS, PAD) never occur as targets."""
+    g = torch.Generator().manual_seed(seed)
+    tgt = 2 + torch.multinomial(torch.tensor(probs), 256 * 8, replacement=True, generator=g).reshape(256, 8)
+    src = torch.randint(2, vocab, (256, 8), generator=g)
+    return [(src[i : i + 32], tgt[i : i + 32]) for i in range(0, 256, 32)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_classes_that_never_occur_are_left_out_of_the_prior(seed):
+    """Held-out a_seq2seq_specials.py: BOS / PAD never targets, 10 uniform classes; it failed with a "gain" of
+    0.18 nats = log(12/10) from writing -8 into the bias of the two unused classes."""
+    r = check(lambda: Seq(12), _specials_data([1.0] * 10, seed=seed))
+    assert r.status.value == "pass", r.message
+    assert r.measured["classes_seen"] == 10
+    assert any("classes 0, 1 never occur as targets" in n for n in r.notes)
+
+
+def test_a_skewed_prior_over_the_seen_classes_still_fails_and_the_paste_line_leaves_unseen_classes():
+    probs = [1 / (k + 1) ** 2 for k in range(10)]
+    data = _specials_data(probs)
+    r = check(lambda: Seq(12), data)
+    assert r.status.value == "fail", r.message
+    assert r.measured["ideal_bias"][:2] == [None, None]
+    line = PASTE.search(r.hint).group(1)
+    assert "model.head.bias[[2, 3, 4, 5, 6, 7, 8, 9, 10, 11]] = torch.tensor([" in line
+
+    def fixed() -> nn.Module:
+        model = Seq(12)
+        exec(line, {"torch": torch, "model": model})
+        return model
+
+    assert check(fixed, data).status.value == "pass"
+
+
+def test_tied_head_without_bias_names_weight_tying():
+    """Held-out a_tied_lm.py: a tied LM head has no bias; the hint explains why and how to add one."""
+    probs = [1 / (k + 1) for k in range(12)]
+    g = torch.Generator().manual_seed(0)
+    ids = torch.multinomial(torch.tensor(probs), 64 * 10, replacement=True, generator=g).reshape(64, 10)
+    data = [(ids[i : i + 16, :-1], ids[i : i + 16, 1:]) for i in range(0, 64, 16)]
+    r = check(lambda: Seq(12, bias=False, tied=True), data)
+    assert r.status.value == "warn" and "tied to `model.emb`" in r.message
+    assert "weight tying" in r.hint and "nn.Parameter(torch.zeros(12))" in r.hint

@@ -3,15 +3,17 @@ duplicates, and a last batch of one sample under BatchNorm."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from nncheck.context import MAX_CACHED_BATCHES, Context, SequenceCrossEntropy, iter_tensors
+from nncheck.context import MAX_CACHED_BATCHES, Context, SequenceCrossEntropy, code_path, iter_tensors
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -30,6 +32,23 @@ PIXEL_MIN_MAX = 10.0
 # Warn when more than this fraction of a batch's samples repeat an earlier sample of the same batch (a dataset whose
 # __getitem__ ignores its index, `[x] * B`). Measured: correct examples have 0 duplicates.
 DUP_WARN = 0.5
+# Fail when more than this fraction of the cached batches after the first are an exact repeat (same samples, same
+# order) of an earlier batch (`[(x, y)] * 8`, a loader re-created with the same seed every step). Judged per batch, not
+# per sample: a dataset with few distinct samples repeats samples across batches legitimately (held-out
+# b_lm_no_shift.py's synthetic data has 48 distinct sequences: 70% of its samples repeat an earlier batch's, yet no
+# batch repeats). Measured: 0 repeated batches on every correct file of examples/ and checks/ and on the held-out
+# a_*.py; 7/7 on held-out b_same_batch_repeated.py. 50% tolerates a data() that wraps into a second epoch early.
+CROSS_DUP_FAIL = 0.5
+# Inputs whose every float feature has |mean| and std below this look like a unit error (micro-units, a value divided
+# twice): standardised features have std ~1 (LeCun et al. 1998); the largest feature std of every correct file of
+# examples/ and checks/ is > 0.05; held-out b_inputs_1e-6.py has std ~2e-6, |mean| ~1e-6. Weights would have to grow
+# 1e3x to use such inputs. (|mean| too: a batch of one repeated sample has std 0 but a normal mean.)
+TINY_STD_WARN = 1e-3
+# Next-token targets not shifted: fail when at least this fraction of the target positions equal the token embedded at
+# the same position (a causal model then learns to copy its input). Measured: held-out b_lm_no_shift.py 100%, the
+# correct LMs (examples/tiny_lm, held-out a_tied_lm) and seq2seq (held-out a_seq2seq_*) < 15% (chance repeats of a
+# token); 90% allows ignore_index-free padding runs.
+NO_SHIFT_FAIL = 0.9
 # Unshuffled: fail when at least this fraction of the scanned batches hold a single class while the data holds
 # several, and shuffled data would produce such batches rarely (expected fraction below SINGLE_CLASS_EXPECTED).
 SINGLE_CLASS_FRAC = 0.5
@@ -99,21 +118,57 @@ def looks_like_pixels(x: torch.Tensor) -> bool:
     return lo >= 0 and PIXEL_MIN_MAX < hi <= 255 and bool((x == x.round()).all())
 
 
+def sample_keys(tensors: list[torch.Tensor], batch_size: int) -> list[bytes] | None:
+    """One key per sample: a hash of the bytes of that sample in every tensor with the batch dimension (exact
+    equality; NaN mapped to 0). None when no tensor has the batch dimension."""
+    used = [t for t in tensors if t.dim() > 0 and t.shape[0] == batch_size]
+    if not used or batch_size < 1:
+        return None
+    hashes = [hashlib.blake2b(digest_size=16) for _ in range(batch_size)]
+    for t in used:
+        rows = torch.nan_to_num(t.detach()).cpu().contiguous().reshape(batch_size, -1)
+        if rows.dtype == torch.bfloat16:
+            rows = rows.float()
+        arr = rows.numpy()
+        for i in range(batch_size):
+            hashes[i].update(arr[i].tobytes())
+    return [h.digest() for h in hashes]
+
+
 def duplicate_fraction(tensors: list[torch.Tensor], batch_size: int) -> float:
-    """Fraction of samples that repeat an earlier sample of the same batch (exact equality on every input tensor,
-    via a fixed random projection of each sample)."""
-    if batch_size < 2:
+    """Fraction of samples that repeat an earlier sample of the same batch (exact equality on every input tensor);
+    0 when no tensor has the batch dimension."""
+    keys = sample_keys(tensors, batch_size)
+    if keys is None or batch_size < 2:
         return 0.0
-    g = torch.Generator().manual_seed(0)
-    keys = torch.zeros(batch_size, 2, dtype=torch.float64)
-    for t in tensors:
-        if t.dim() == 0 or t.shape[0] != batch_size:
-            continue
-        rows = t.detach().reshape(batch_size, -1).double().cpu()
-        r = torch.randn(rows.shape[1], 2, generator=g, dtype=torch.float64)
-        keys += torch.nan_to_num(rows) @ r
-    unique = torch.unique(keys, dim=0).shape[0]
-    return 1.0 - unique / batch_size
+    return 1.0 - len(set(keys)) / batch_size
+
+
+def cross_batch_repeats(keys_per_batch: list[list[bytes]]) -> tuple[float, float]:
+    """(fraction of the batches 1.. that repeat an earlier batch exactly, fraction of the samples of batches 1..
+    that repeat a sample of an earlier batch)."""
+    seen_samples: set[bytes] = set()
+    seen_batches: set[tuple[bytes, ...]] = set()
+    batch_repeats = sample_repeats = samples = 0
+    for i, keys in enumerate(keys_per_batch):
+        if i:
+            batch_repeats += tuple(keys) in seen_batches
+            sample_repeats += sum(k in seen_samples for k in keys)
+            samples += len(keys)
+        seen_samples.update(keys)
+        seen_batches.add(tuple(keys))
+    later = len(keys_per_batch) - 1
+    return (batch_repeats / later if later > 0 else 0.0), (sample_repeats / samples if samples else 0.0)
+
+
+def feature_dim(t: torch.Tensor) -> int | None:
+    """The dimension a float input's width lives in, when it is unambiguous: dim 1 of (B, F) features and of
+    (B, C, H, W) / (B, C, D, H, W) images. (B, T, F) sequences and (B, C, L) signals both have 3 dims, and their
+    length legitimately varies per batch, so 3-dim inputs are not judged; integer inputs (token ids, padded per
+    batch to the longest sequence) are not judged either."""
+    if not t.is_floating_point() or t.dim() not in (2, 4, 5):
+        return None
+    return 1
 
 
 def has_batchnorm(model: nn.Module) -> list[str]:
@@ -145,8 +200,11 @@ class Scan:
     sizes: list[int] = field(default_factory=list)
     counts: torch.Tensor | None = None  # per-class label counts
     labels_seen: int = 0
-    out_of_range: str | None = None  # label_problem() of the first bad batch
-    bad_batch: int | None = None
+    label_lo: int | None = None  # smallest / largest class label over every scanned batch (ignore_index left out)
+    label_hi: int | None = None
+    bad_batch: int | None = None  # first batch holding a label outside [0, C)
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # input tensor index -> shape in batch 0
+    shape_change: str | None = None  # the first input whose width changes across batches
     single_class: int = 0  # batches (>= 2 samples, one label per sample) holding one class
     multi_label_batches: int = 0  # batches eligible for the single-class test
     nonfinite_targets: int = 0
@@ -174,10 +232,14 @@ def scan_targets(scan: Scan, i: int, y: Any, num_classes: int | None, ignore_ind
         y = y.long()  # binary (BCE) targets: classes 0 and 1
     if num_classes is None or not is_class_target(y):
         return
-    if scan.out_of_range is None:
-        problem = label_problem(y, num_classes, ignore_index)
-        if problem:
-            scan.out_of_range, scan.bad_batch = problem, i
+    kept = y.reshape(-1)
+    kept = kept[kept != ignore_index]
+    if kept.numel():
+        lo, hi = int(kept.min()), int(kept.max())
+        scan.label_lo = lo if scan.label_lo is None else min(scan.label_lo, lo)
+        scan.label_hi = hi if scan.label_hi is None else max(scan.label_hi, hi)
+        if scan.bad_batch is None and (lo < 0 or hi >= num_classes):
+            scan.bad_batch = i
     flat = y.reshape(-1)
     flat = flat[(flat >= 0) & (flat != ignore_index)].long()
     if flat.numel():
@@ -253,7 +315,8 @@ def scan_batch(
         size = 0
     scan.sizes.append(size)
     scan.batches += 1
-    for t in iter_tensors(ctx.inputs_of(b)):
+    for k, t in enumerate(iter_tensors(ctx.inputs_of(b))):
+        track_shape(scan, i, k, t)
         if t.is_floating_point():
             bad = int((~torch.isfinite(t)).sum())
             if bad:
@@ -266,6 +329,21 @@ def scan_batch(
         scan_targets(scan, i, y, num_classes, ignore_index, per_sample)
 
 
+def track_shape(scan: Scan, i: int, k: int, t: torch.Tensor) -> None:
+    """Record the shape of input tensor ``k`` in the first batch; note the first later batch where its rank or its
+    feature / channel count (``feature_dim``) differs."""
+    shape = tuple(t.shape)
+    first = scan.shapes.setdefault(k, shape)
+    if scan.shape_change is not None or i == 0 or shape == first:
+        return
+    dim = feature_dim(t)
+    if len(shape) != len(first) or (dim is not None and shape[dim] != first[dim]):
+        scan.shape_change = (
+            f"input {k} has shape {first} in batch 0 but {shape} in batch {i}: every batch must have the same "
+            "number of features / channels (only the batch dimension may change)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------- findings
 @dataclass
 class Finding:
@@ -274,22 +352,30 @@ class Finding:
     hint: str
 
 
-def target_findings(scan: Scan, num_classes: int | None, out_layer: str) -> list[Finding]:
+def out_of_range(scan: Scan, num_classes: int | None, ignore_index: int) -> str | None:
+    """label_problem() over the label span of every scanned batch."""
+    if num_classes is None or scan.label_lo is None or scan.label_hi is None:
+        return None
+    return label_problem(torch.tensor([scan.label_lo, scan.label_hi]), num_classes, ignore_index)
+
+
+def target_findings(
+    scan: Scan, num_classes: int | None, ignore_index: int, model: nn.Module, out_layer: str
+) -> list[Finding]:
     found: list[Finding] = []
-    head = f"model.{out_layer}" if out_layer else "the output layer"
-    if scan.out_of_range:
-        off_by_one = "1-based" in scan.out_of_range
-        hint = (
-            "Make the labels 0-based where the dataset builds them: `y = y - 1` (e.g. `torch.tensor(label) - 1` in "
-            "__getitem__)."
-            if off_by_one
-            else f"Give {head} one output per class (`nn.Linear(in_features, {num_classes} -> number of classes)`), "
-            "or map the labels to 0..C-1 (`y = torch.searchsorted(classes, y)`)."
-        )
+    problem = out_of_range(scan, num_classes, ignore_index)
+    if problem:
+        if "1-based" in problem:
+            hint = (
+                "Make the labels 0-based where the dataset builds them: `y = y - 1` (e.g. `torch.tensor(label) - 1` "
+                "in __getitem__)."
+            )
+        else:
+            hint = widen_hint(scan, model, out_layer)
         found.append(
             Finding(
                 "fail",
-                f"{scan.out_of_range} (first seen in batch {scan.bad_batch}); cross-entropy would raise an opaque "
+                f"{problem} (first seen in batch {scan.bad_batch}); cross-entropy would raise an opaque "
                 "IndexError on CPU or a device-side assert on CUDA",
                 hint,
             )
@@ -305,6 +391,21 @@ def target_findings(scan: Scan, num_classes: int | None, out_layer: str) -> list
             )
         )
     return found
+
+
+def widen_hint(scan: Scan, model: nn.Module, out_layer: str) -> str:
+    """The concrete line that gives the output layer one output per class (max label + 1), or the label mapping."""
+    n = (scan.label_hi or 0) + 1
+    remap = "or map the labels to 0..C-1 (`y = torch.searchsorted(classes, y)` with `classes = y_train.unique()`)."
+    layer = model.get_submodule(out_layer) if out_layer else None
+    if isinstance(layer, nn.Linear):
+        bias = "" if layer.bias is not None else ", bias=False"
+        return (
+            f"If the labels are right, the output layer `{code_path(out_layer, model)}` "
+            f"(nn.Linear({layer.in_features}, {layer.out_features})) needs {n} outputs: build it as "
+            f"`nn.Linear({layer.in_features}, {n}{bias})` in model(); {remap}"
+        )
+    return f"If the labels are right, give the output layer {n} outputs (one per class, max label + 1); {remap}"
 
 
 def shuffle_finding(scan: Scan, p: dict[str, Any]) -> Finding | None:
@@ -339,8 +440,12 @@ def input_findings(
     dup = 0.0
     worst = ""
     floats = 0
+    keys_per_batch: list[list[bytes]] = []
     for b, y in zip(batches, targets):
-        tensors = [t for t in iter_tensors(ctx.inputs_of(b)) if not _is_target(t, y)]
+        every = list(iter_tensors(ctx.inputs_of(b)))
+        # an input that is also the target (autoencoder, VAE) is still an input: leave targets out only when other
+        # input tensors remain
+        tensors = [t for t in every if not _is_target(t, y)] or every
         for t in tensors:
             if not t.is_floating_point() or t.numel() == 0 or not bool(torch.isfinite(t).all()):
                 continue
@@ -353,14 +458,33 @@ def input_findings(
         if tensors and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in tensors):
             constant = True
         try:
-            dup = max(dup, duplicate_fraction(tensors, ctx.batch_size(b)))
+            keys = sample_keys(tensors, ctx.batch_size(b))
         except Exception:
-            pass
+            keys = None
+        if keys is not None:
+            dup = max(dup, 1.0 - len(set(keys)) / len(keys) if len(keys) >= 2 else 0.0)
+            keys_per_batch.append(keys)
+    cross, cross_samples = cross_batch_repeats(keys_per_batch)
+    if len(keys_per_batch) >= 2 and cross > p["cross_dup_fail"] and not constant:  # constant: warned below
+        later = len(keys_per_batch) - 1
+        found.append(
+            Finding(
+                "fail",
+                f"{round(cross * later)} of batches 1..{later} repeat an earlier batch exactly ({cross:.0%}, "
+                f"expected <= {p['cross_dup_fail']:.0%}; {cross_samples:.0%} of their samples were seen before): "
+                "the same batch is fed again and again, the model memorises a few samples",
+                "Build the batches from the whole dataset: `DataLoader(dataset, batch_size=..., shuffle=True)` "
+                "created once, not `[(x, y)] * n` or a loader re-created with the same seed at every step. "
+                "(If data() yields several epochs, make it yield one: nncheck reads it as one epoch.)",
+            )
+        )
     measured = {
         "float_inputs": floats > 0,
         "input_max_abs_mean": max_mean,
         "input_max_std": max_std,
         "duplicate_fraction": dup,
+        "repeated_batch_fraction": cross,
+        "repeated_sample_fraction": cross_samples,
     }
     if pixels:
         found.append(
@@ -384,6 +508,17 @@ def input_findings(
                 "StandardScaler), or transforms.Normalize for images.",
             )
         )
+    if floats and not constant and max(max_std, max_mean) < p["tiny_std_warn"]:
+        found.append(
+            Finding(
+                "warn",
+                f"every float input feature has |mean| and std below {p['tiny_std_warn']:g} (largest std "
+                f"{max_std:.3g}, |mean| {max_mean:.3g}): a unit error (e.g. micro-units), the first layer sees ~0 "
+                "input",
+                "Standardise the inputs with training-set statistics: `x = (x - x_train.mean(0)) / x_train.std(0)`, "
+                "and check the unit conversion where the features are built.",
+            )
+        )
     if constant:
         found.append(
             Finding(
@@ -404,6 +539,69 @@ def input_findings(
             )
         )
     return found, measured
+
+
+@contextlib.contextmanager
+def record_embedded(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the index tensors every nn.Embedding of ``model`` receives while the block runs."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            seen.append(args[0].detach())
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def copy_fraction(ids: torch.Tensor, y: torch.Tensor, ignore_index: int) -> float | None:
+    """Fraction of the (non-ignored) target positions equal to the token embedded at the same position."""
+    if ids.shape != y.shape or ids.dim() != 2:
+        return None
+    keep = y != ignore_index
+    if not bool(keep.any()):
+        return None
+    return float((ids == y)[keep].double().mean())
+
+
+def unshifted_targets(
+    ctx: Context,
+    outs: list[Any],
+    targets: list[Any],
+    embedded: list[list[torch.Tensor]],
+    ignore_index: int,
+    p: dict[str, Any],
+) -> Finding | None:
+    """Next-token targets equal to the tokens embedded at the same positions ((B, T) ids, (B, T, C) outputs)."""
+    best = 0.0
+    for out, y, ids in zip(outs, targets, embedded):
+        if not (is_class_target(y) and isinstance(out, torch.Tensor) and out.dim() == 3 and y.dim() == 2):
+            continue
+        if tuple(out.shape[:2]) != tuple(y.shape):
+            continue
+        for t in ids:
+            frac = copy_fraction(t, y, ignore_index)
+            if frac is not None:
+                best = max(best, frac)
+    if best < p["no_shift_fail"]:
+        return None
+    status = "fail" if ctx.setup.causal else "warn"
+    why = (
+        "a causal model only has to copy its input token: the loss goes to ~0 and the model never learns to predict"
+        if ctx.setup.causal
+        else "unless this is a token autoencoder / copy task, the targets are not shifted for next-token prediction"
+    )
+    return Finding(
+        status,
+        f"{best:.0%} of the target positions hold the token the model embeds at the same position "
+        f"(expected < {p['no_shift_fail']:.0%} for next-token targets): {why}",
+        "Shift the targets by one position in your `forward(model, batch)`: feed tokens 0..T-2 and predict tokens "
+        "1..T-1, `return model(ids[:, :-1]), ids[:, 1:]`.",
+    )
 
 
 def _is_target(t: torch.Tensor, y: Any) -> bool:
@@ -511,6 +709,9 @@ def _cpu(obj: Iterable[Any]) -> list[Any]:
         "max_scan_s": MAX_SCAN_S,
         "scale_warn": SCALE_WARN,
         "dup_warn": DUP_WARN,
+        "cross_dup_fail": CROSS_DUP_FAIL,
+        "tiny_std_warn": TINY_STD_WARN,
+        "no_shift_fail": NO_SHIFT_FAIL,
         "single_class_frac": SINGLE_CLASS_FRAC,
     },
     fast={"input_batches": 4, "max_scan_batches": 200, "max_scan_s": 3.0},
@@ -526,7 +727,12 @@ def data(ctx: Context) -> Result:
         - NaN / inf values in targets and inputs;
         - float inputs: raw 8-bit pixels (integers in [0, 255]), or a feature/channel with |mean| or std above
           `scale_warn`; integer inputs (tokens, indices) are not judged for scale;
-        - a batch whose inputs are all one value, or whose samples mostly repeat each other;
+        - a batch whose inputs are all one value, or whose samples mostly repeat each other; batches that repeat
+          an earlier batch exactly (`[(x, y)] * 8`); float inputs whose every feature has |mean| and std < 1e-3
+          (a unit error); an input whose rank or feature / channel count (dim 1 of (B, F) and (B, C, H, W)) changes
+          across the scanned batches (lengths and image sizes may vary);
+        - next-token targets that are not shifted: (B, T) targets equal to the token an nn.Embedding reads at the
+          same position for >= 90% of the positions, with (B, T, C) outputs (fail when `causal`, else warn);
         - the size of the last batch (from the DataLoader's dataset size, batch_size and drop_last, else from
           the scan) when the model has BatchNorm.
         With a custom `forward` the targets come from `forward` on the first batches only.
@@ -541,9 +747,11 @@ def data(ctx: Context) -> Result:
 
     Thresholds:
         fail: any label outside [0, C); any non-finite target or input; >= 50% of the batches single-class
-        (`single_class_frac`) where shuffled data would give < 10%. warn: raw pixels, |mean| or std > 10
-        (`scale_warn`) for a feature; a constant batch or > 50% duplicated samples (`dup_warn`); a last batch of
-        1 sample with BatchNorm. note: class imbalance above 10x (the last-layer-bias probe judges the bias).
+        (`single_class_frac`) where shuffled data would give < 10%; > 50% of the batches repeating an earlier one
+        (`cross_dup_fail`); a feature / channel count that changes; >= 90% unshifted LM targets (`no_shift_fail`).
+        warn: raw pixels, |mean| or std > 10 (`scale_warn`) for a feature; every feature below 1e-3
+        (`tiny_std_warn`); a constant batch or > 50% duplicated samples (`dup_warn`); a last batch of 1 sample
+        with BatchNorm. note: class imbalance above 10x (the last-layer-bias probe judges the bias).
 
     How to fix:
         `y = y - 1` for 1-based labels; `DataLoader(..., shuffle=True, drop_last=True)`;
@@ -558,15 +766,18 @@ def data(ctx: Context) -> Result:
     model = ctx.without_dropout(ctx.fresh_model(train=True))
     outs: list[Any] = []
     targets: list[Any] = []
-    with torch.no_grad():
+    embedded: list[list[torch.Tensor]] = []
+    with torch.no_grad(), record_embedded(model) as seen:
         for i, b in enumerate(batches):
             ctx.check_time()
+            seen.clear()
             if i == 0 or ctx.setup.custom_forward:
                 out, y = ctx.forward(model, b)
                 outs.append(out)
             else:
                 y = b[1] if isinstance(b, (tuple, list)) and len(b) == 2 else None
             targets.append(y)
+            embedded.append(list(seen))
     num_classes = _num_classes(ctx, outs[0])
     if num_classes is None and ctx.loss_kind == "bce":
         num_classes = 2  # per-sample 0/1 targets are read as classes 0 and 1 (shuffling, balance)
@@ -586,7 +797,19 @@ def data(ctx: Context) -> Result:
             per_sample = isinstance(y, torch.Tensor) and y.dim() == 1
             scan_targets(scan, i, y, num_classes, ignore, per_sample)
 
-    findings = target_findings(scan, num_classes, out_layer)
+    findings = target_findings(scan, num_classes, ignore, model, out_layer)
+    if scan.shape_change:
+        findings.append(
+            Finding(
+                "fail",
+                scan.shape_change,
+                "Make every sample the same width where the dataset builds it (pad or crop features / resize images "
+                "in __getitem__ or the collate_fn); check the file or split that batch comes from.",
+            )
+        )
+    no_shift = unshifted_targets(ctx, outs, targets, embedded, ignore, p)
+    if no_shift:
+        findings.append(no_shift)
     if scan.nonfinite_inputs:
         findings.append(
             Finding(
@@ -603,7 +826,7 @@ def data(ctx: Context) -> Result:
         findings.append(shuffle)
     inputs, in_measured = input_findings(ctx, batches, targets, p)
     findings += inputs
-    bn = has_batchnorm(model)
+    bn = [code_path(n, model) for n in has_batchnorm(model)]
     last_f, last = last_batch_finding(scan, bn)
     if last_f:
         findings.append(last_f)

@@ -98,27 +98,47 @@ def _chi2_uniform_z(counts: torch.Tensor) -> float:
     return ((chi2 / df) ** (1.0 / 3.0) - (1.0 - v)) / math.sqrt(v)
 
 
-def _ce_target(ctx: Context, outs: list[torch.Tensor], ys: list[Any], units: int, ratio_min: float) -> Target:
+def seen_classes(ys: list[Any], c: int) -> torch.Tensor:
+    """Boolean mask of the classes that occur as targets in ``ys`` (ignore_index / padding left out)."""
+    labels = torch.cat([torch.as_tensor(y).reshape(-1).long().cpu() for y in ys])
+    labels = labels[(labels >= 0) & (labels < c)]
+    return torch.bincount(labels, minlength=c) > 0
+
+
+def _ce_target(
+    ctx: Context, outs: list[torch.Tensor], ys: list[Any], units: int, ratio_min: float, seen: torch.Tensor | None
+) -> Target:
+    """log p over the classes that occur as targets (``seen``, from every batch read). Classes that never occur
+    (BOS / PAD tokens, a reserved class) are left out of the prior, its ratio, its test and the ideal bias (NaN:
+    left as is); with every class seen the bias is log p, else log(p * K) over the K seen classes (uniform -> 0, the
+    scale of a default-initialised bias, so the unseen classes keep their place)."""
     c = ctx.num_classes(outs[0]) or units
     labels = torch.cat([torch.as_tensor(y).reshape(-1).long() for y in ys])
     labels = labels[(labels >= 0) & (labels < c)]  # ignore_index / padding
     if not labels.numel():
         raise ProbeSkip("no class labels found in the batches")
     counts = torch.bincount(labels.cpu(), minlength=c).double()
-    p = (counts + COUNT_SMOOTHING) / (counts.sum() + COUNT_SMOOTHING * c)
+    keep = torch.ones(c, dtype=torch.bool) if seen is None or not bool(seen.any()) else seen[:c]
+    kept = counts[keep]
+    p = (kept + COUNT_SMOOTHING) / (kept.sum() + COUNT_SMOOTHING * kept.numel())
     ratio = float(p.max() / p.min())
-    z = _chi2_uniform_z(counts)
+    z = _chi2_uniform_z(kept)
+    bias = torch.full((c,), float("nan"), dtype=torch.float64)
+    bias[keep] = p.log() if bool(keep.all()) else (p * kept.numel()).log()
+    full_p = torch.zeros(c, dtype=torch.float64)
+    full_p[keep] = p
     return Target(
-        bias=p.log(),
+        bias=bias,
         strong=ratio >= ratio_min and z > PRIOR_SIGNIFICANCE_Z,
         summary={
             "classes": c,
+            "classes_seen": int(keep.sum()),
             "labels": int(labels.numel()),
             "prior_max_min_ratio": ratio,
             "nonuniform_z": z,
-            "prior": p.tolist(),
+            "prior": full_p.tolist(),
         },
-        formula="log p, p the class frequencies",
+        formula="log p, p the class frequencies" + ("" if bool(keep.all()) else " of the classes that occur"),
     )
 
 
@@ -153,9 +173,16 @@ def _mse_target(outs: list[torch.Tensor], ys: list[Any], units: int) -> Target:
     )
 
 
-def _target(ctx: Context, outs: list[torch.Tensor], ys: list[Any], units: int, ratio_min: float) -> Target:
+def _target(
+    ctx: Context,
+    outs: list[torch.Tensor],
+    ys: list[Any],
+    units: int,
+    ratio_min: float,
+    seen: torch.Tensor | None = None,
+) -> Target:
     if ctx.loss_kind == "ce":
-        return _ce_target(ctx, outs, ys, units, ratio_min)
+        return _ce_target(ctx, outs, ys, units, ratio_min, seen)
     if ctx.loss_kind == "bce":
         return _bce_target(outs, ys, units, ratio_min)
     return _mse_target(outs, ys, units)
@@ -175,17 +202,45 @@ def _literal(values: torch.Tensor) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values.tolist()) + "]"
 
 
-def _paste_line(name: str, target: Target) -> str:
-    """The exact line to paste after the model is built."""
-    ref = f"{code_path(name)}.bias"
-    if target.bias.numel() == 1:
-        return f"with torch.no_grad(): {ref}.fill_({float(target.bias[0]):.4g})"
-    if target.bias.numel() <= MAX_LITERAL:
-        return f"with torch.no_grad(): {ref}.copy_(torch.tensor({_literal(target.bias)}))"
+def _paste_line(name: str, target: Target, model: nn.Module | None = None) -> str:
+    """The exact line to paste after the model is built (classes never seen as targets are left as they are)."""
+    ref = f"{code_path(name, model)}.bias"
+    values = target.bias
+    known = ~torch.isnan(values)
+    if values.numel() == 1:
+        return f"with torch.no_grad(): {ref}.fill_({float(values[0]):.4g})"
+    if values.numel() <= MAX_LITERAL and bool(known.all()):
+        return f"with torch.no_grad(): {ref}.copy_(torch.tensor({_literal(values)}))"
+    if values.numel() <= MAX_LITERAL:
+        idx = torch.nonzero(known).reshape(-1).tolist()
+        return f"with torch.no_grad(): {ref}[{idx}] = torch.tensor({_literal(values[known])})"
     return (
-        f"counts = torch.bincount(train_labels, minlength={target.bias.numel()}).float() + 0.5; "
+        f"counts = torch.bincount(train_labels, minlength={values.numel()}).float() + 0.5; "
         f"with torch.no_grad(): {ref}.copy_((counts / counts.sum()).log())"
     )
+
+
+def _unseen_note(target: Target) -> list[str]:
+    unseen = torch.nonzero(torch.isnan(target.bias)).reshape(-1).tolist()
+    if not unseen:
+        return []
+    shown = ", ".join(str(i) for i in unseen[:10]) + (", ..." if len(unseen) > 10 else "")
+    return [
+        f"classes {shown} never occur as targets in the batches read ({len(unseen)} of {target.bias.numel()}; e.g. "
+        "BOS / PAD tokens): the prior, its ratio and the ideal bias are computed over the other classes, and their "
+        "bias is left as it is"
+    ]
+
+
+def _tied_to(model: nn.Module, layer: nn.Module) -> str | None:
+    """Qualified name of another module sharing ``layer``'s weight (weight tying), or None."""
+    weight = getattr(layer, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    for n, m in model.named_modules():
+        if m is not layer and getattr(m, "weight", None) is weight:
+            return n
+    return None
 
 
 def _gain_text(kind: str, gain: float) -> str:
@@ -217,6 +272,8 @@ def last_layer_bias(ctx: Context) -> Result:
         on the first half of the batches (`batches`, 8: 4 + 4) and the gain judged on the other half: the
         loss of the model at init versus the loss of a copy with that bias written in. Judging on other
         batches keeps the sampling noise of the prior (10+ classes, a vocabulary) from looking like a gain.
+        Classes that never occur as targets in the batches read (BOS / PAD tokens, reserved ids) are left out of
+        the prior, its ratio, the gain and the ideal bias (their bias is left as it is; a note names them).
 
     Why is this bad?
         With a prior far from uniform (90/5/5 classes, 2% positives, targets around 100), a zero-ish bias
@@ -229,7 +286,8 @@ def last_layer_bias(ctx: Context) -> Result:
         counts reject a uniform prior beyond sampling noise (chi-square / binomial test, one-sided p < 0.001), or
         when |mean(y) - mean(output)| > std(y) for MSE (issue 3). fail when the bias would lower the held-out loss
         by more than `fail_gain_nats` (0.1) for CE / BCE or by more than half (`fail_gain_mse`) for MSE;
-        warn at a quarter of that. An output layer without a bias and a strong prior: warn.
+        warn at a quarter of that. An output layer without a bias and a strong prior: warn (the hint explains
+        weight tying when the layer's weight is shared, e.g. with the embedding, and how to add a bias).
 
     How to fix:
         Paste the line of the hint after the model is built (it names the layer and holds the numbers), e.g.
@@ -259,11 +317,15 @@ def last_layer_bias(ctx: Context) -> Result:
         raise ProbeSkip("the targets are not tensors")
     units = _bias_units(ctx, layer, outs[0])
     ratio_min = float(p["prior_ratio"])
-    target = _target(ctx, outs, ys, units, ratio_min)  # judged on the other batches
-    overall = _target(ctx, outs + judge_outs, ys + judge_ys, units, ratio_min)  # for the gate and the hint
-    where = f"the output layer `{code_path(name)}`" if name else "the model's output layer"
+    seen = None
+    if kind == "ce":
+        seen = seen_classes(ys + judge_ys, ctx.num_classes(outs[0]) or units)
+    target = _target(ctx, outs, ys, units, ratio_min, seen)  # judged on the other batches
+    overall = _target(ctx, outs + judge_outs, ys + judge_ys, units, ratio_min, seen)  # for the gate and the hint
+    notes = _unseen_note(overall)
+    where = f"the output layer `{code_path(name, model)}`" if name else "the model's output layer"
     summary = {k: v for k, v in overall.summary.items() if not isinstance(v, list) or len(v) <= MAX_LITERAL}
-    measured: dict[str, Any] = {"output_layer": code_path(name), **summary, "batches": [len(est), len(judge)]}
+    measured: dict[str, Any] = {"output_layer": code_path(name, model), **summary, "batches": [len(est), len(judge)]}
     nats = kind != "mse"
     fail_at = float(p["fail_gain_nats"] if nats else p["fail_gain_mse"])
     warn_at = float(p["warn_gain_nats"] if nats else p["warn_gain_mse"])
@@ -276,34 +338,56 @@ def last_layer_bias(ctx: Context) -> Result:
             "bce": "the labels are close to 50/50",
             "mse": "the outputs at init are within one std of the target mean",
         }[kind]
-        return passed(f"{what}: no prior to build into the bias of {where}", measured=measured, expected=expected)
+        return passed(
+            f"{what}: no prior to build into the bias of {where}", measured=measured, expected=expected, notes=notes
+        )
 
     if not hasattr(layer, "bias"):
         raise ProbeSkip(f"cannot tell which parameter of {where} ({type(layer).__name__}) is its output bias")
 
     bias = getattr(layer, "bias", None)
-    line = _paste_line(name, overall)
+    line = _paste_line(name, overall, model)
     if not isinstance(bias, torch.Tensor):
+        tied = _tied_to(model, layer)
+        v = overall.bias.numel()
+        if tied is not None:
+            hint = (
+                f"{where} shares its weight with `{code_path(tied, model)}` (weight tying, as GPT-2 / nanoGPT), the "
+                "usual reason it has no bias; tying only concerns the weight, so add a separate bias on the module "
+                f"your `model()` returns: `self.head_bias = nn.Parameter(torch.zeros({v}))` in __init__, "
+                f"`logits = self.{name.split('.')[-1]}(h) + self.head_bias` in forward, then start it at the prior "
+                f"(values: {overall.formula}; `counts = torch.bincount(train_targets.flatten(), minlength={v}) + 0.5; "
+                "with torch.no_grad(): model.head_bias.copy_((counts / counts.sum()).log())`). Without a bias the "
+                "network must learn the token frequencies through its weights, which takes many steps."
+            )
+        else:
+            hint = (
+                f"Give {where} a bias (`bias=True` where model() builds it) and start it at the prior: `{line}`. "
+                "Without a bias the network must learn the prior through its weights, which takes many steps."
+            )
         return warned(
-            f"{where} has no bias while the labels have a strong prior (ideal bias: {overall.formula})",
+            f"{where} has no bias while the labels have a strong prior (ideal bias: {overall.formula})"
+            + (f"; its weight is tied to `{code_path(tied, model)}`" if tied is not None else ""),
             measured=measured,
             expected=expected,
-            hint=f"Give {where} a bias (`bias=True`) and start it at the prior: `{line}`. Without a bias the "
-            "network must learn the prior through its weights, which takes many steps.",
+            hint=hint,
+            notes=notes,
         )
     if bias.numel() != overall.bias.numel():
         raise ProbeSkip(f"the bias of {where} has {bias.numel()} values for {overall.bias.numel()} output units")
 
     copy = ctx.without_dropout(ctx.fresh_model(train=True))
     with torch.no_grad():
-        dict(copy.named_modules())[name].bias.copy_(target.bias.to(bias.dtype).reshape(bias.shape))
+        new_bias = dict(copy.named_modules())[name].bias
+        ideal = target.bias.to(new_bias.device, new_bias.dtype).reshape(new_bias.shape)
+        new_bias.copy_(torch.where(torch.isnan(ideal), new_bias, ideal))  # unseen classes: left as they are
     _, _, l_new = _outputs(ctx, copy, judge)
     gain = l_cur - l_new  # nats for CE / BCE; a share of the loss for MSE
     if kind == "mse":
         gain = gain / l_cur if l_cur > 0 else 0.0
     measured = {"loss_at_init": l_cur, "loss_with_prior_bias": l_new, "gain": gain, **measured}
     if overall.bias.numel() <= MAX_LITERAL:
-        measured["ideal_bias"] = overall.bias.tolist()
+        measured["ideal_bias"] = [None if math.isnan(v) else v for v in overall.bias.tolist()]
     message = (
         f"{where} with its bias at the prior ({target.formula}) would lower the initial loss from {l_cur:.4g} to "
         f"{l_new:.4g} ({_gain_text(kind, gain)}, on batches the prior was not estimated from)"
@@ -315,12 +399,13 @@ def last_layer_bias(ctx: Context) -> Result:
     if kind == "mse":
         hint += " Or standardise the targets ((y - mean) / std) and undo it at prediction time."
     if gain > fail_at:
-        return failed(message, measured=measured, expected=expected, hint=hint)
+        return failed(message, measured=measured, expected=expected, hint=hint, notes=notes)
     if gain > warn_at:
-        return warned(message, measured=measured, expected=expected, hint=hint)
+        return warned(message, measured=measured, expected=expected, hint=hint, notes=notes)
     return passed(
         f"the bias of {where} is already close to the prior: writing it in changes the initial loss by "
         f"{_gain_text(kind, gain)} ({l_cur:.4g} -> {l_new:.4g})",
         measured=measured,
         expected=expected,
+        notes=notes,
     )
