@@ -274,17 +274,10 @@ class _SetupState:
 
 def result_text(result: Result) -> str:
     """Message, numbers and hint of a result: the text of a failed item (no traceback)."""
-    from nncheck.render import fmt_numbers
+    from nncheck.render import result_lines
 
-    lines = [f"nncheck {result.id}: {result.status.value.upper()}: {result.message}"]
-    if result.measured:
-        lines.append(f"  measured: {fmt_numbers(result.measured, limit=8)}")
-    if result.expected:
-        lines.append(f"  expected: {fmt_numbers(result.expected, limit=8)}")
-    if result.hint:
-        lines.append(f"  fix: {result.hint}")
-    lines.extend(f"  note: {n}" for n in result.notes)
-    return "\n".join(lines)
+    head, *rest = result_lines(result)
+    return "\n".join([f"nncheck {result.id}: {result.status.value.upper()}: {head}", *(f"  {x}" for x in rest)])
 
 
 class ProbeItem(pytest.Item):

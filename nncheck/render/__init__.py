@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nncheck.report import Report
+    from nncheck.report import Report, Result
 
 FORMATS = ("text", "json", "junit", "github", "html")
 
@@ -48,3 +48,18 @@ def fmt_numbers(d: dict[str, Any], limit: int = 5) -> str:
     parts = [f"{k}={fmt_value(v)}" for k, v in d.items() if not isinstance(v, (dict, list, tuple)) and v is not None]
     more = ", ..." if len(parts) > limit else ""
     return ", ".join(parts[:limit]) + more
+
+
+def result_lines(r: Result, limit: int = 8, notes: bool = True) -> list[str]:
+    """A result as plain lines: message, measured, expected, fix (and notes). Shared by the JUnit, GitHub and
+    pytest outputs."""
+    lines = [r.message]
+    if r.measured:
+        lines.append(f"measured: {fmt_numbers(r.measured, limit=limit)}")
+    if r.expected:
+        lines.append(f"expected: {fmt_numbers(r.expected, limit=limit)}")
+    if r.hint:
+        lines.append(f"fix: {r.hint}")
+    if notes:
+        lines.extend(f"note: {n}" for n in r.notes)
+    return lines

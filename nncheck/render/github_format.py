@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nncheck.render import fmt_numbers
+from nncheck.render import result_lines
 
 if TYPE_CHECKING:
     from nncheck.report import Report, Result, SetupReport
@@ -51,14 +51,7 @@ def model_line(path: str) -> int | None:
 
 
 def annotation_text(r: Result) -> str:
-    lines = [r.message]
-    if r.measured:
-        lines.append(f"measured: {fmt_numbers(r.measured, limit=8)}")
-    if r.expected:
-        lines.append(f"expected: {fmt_numbers(r.expected, limit=8)}")
-    if r.hint:
-        lines.append(f"fix: {r.hint}")
-    return "\n".join(lines)
+    return "\n".join(result_lines(r, notes=False))
 
 
 def _setup_lines(s: SetupReport, strict: bool) -> list[str]:

@@ -21,7 +21,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
-from nncheck.render import fmt_numbers
+from nncheck.render import result_lines
 
 if TYPE_CHECKING:
     from nncheck.report import Report, Result, SetupReport
@@ -42,15 +42,7 @@ def classname(path: str) -> str:
 
 def details(r: Result) -> str:
     """The body of a failure: message, numbers, hint, notes."""
-    lines = [r.message]
-    if r.measured:
-        lines.append(f"measured: {fmt_numbers(r.measured, limit=10)}")
-    if r.expected:
-        lines.append(f"expected: {fmt_numbers(r.expected, limit=10)}")
-    if r.hint:
-        lines.append(f"fix: {r.hint}")
-    lines.extend(f"note: {n}" for n in r.notes)
-    return "\n".join(lines)
+    return "\n".join(result_lines(r, limit=10))
 
 
 def _testcase(parent: ET.Element, s: SetupReport, r: Result, strict: bool) -> str:
