@@ -543,9 +543,10 @@ def execution_order(ctx: Context, model: nn.Module, batch: Batch) -> list[tuple[
     return order
 
 
-def output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[str, nn.Module] | None:
+def output_layer(ctx: Context, model: nn.Module, batch: Batch, exact: bool = False) -> tuple[str, nn.Module] | None:
     """The output layer: the last parameterised leaf module run in forward whose output has the model output's
-    shape (else the last parameterised leaf run). ``None`` when the model has no parameterised leaf."""
+    shape (else, unless ``exact``, the last parameterised leaf run). ``None`` when there is no such module (with
+    ``exact``: the output is computed in forward after the last layer, e.g. a scaled cosine similarity)."""
     runs = execution_order(ctx, model, batch)
     final = runs[-1][2]
     runs = runs[:-1]
@@ -556,6 +557,8 @@ def output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[str, nn.
         for n, m, o in reversed(with_params):
             if isinstance(o, torch.Tensor) and o.shape == final.shape:
                 return n, m
+    if exact:
+        return None
     n, m, _ = with_params[-1]
     return n, m
 

@@ -29,7 +29,11 @@ def test_correct_setups_pass(path, seed):
 def test_broken_setups_fail(path, seed):
     r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
     assert r.status.value == "fail", f"{rel(path)} seed {seed}: {r.message}"
-    assert "weight.mul_(" in r.hint and r.measured["ratio_to_zero"] > 2
+    assert r.measured["ratio_to_zero"] > 2
+    if "no module outputs it" in r.message:  # the output is computed in forward(): the hint says where to look
+        assert "temperature" in r.hint and "weight.mul_(" not in r.hint
+    else:
+        assert "weight.mul_(" in r.hint
 
 
 @settings(max_examples=10, deadline=None)

@@ -114,6 +114,13 @@ def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) 
 
 
 def _verdict_hint(layer: str | None, kind: str, model: nn.Module, act: tuple[str, nn.Module] | None) -> str:
+    if layer is None and act is None:
+        return (
+            "No module produces the output: forward() computes it with functional code (a scale, a "
+            "temperature, a cosine similarity, F.linear). Look there for the factor that makes the outputs "
+            "large at init (e.g. `cos / tau**2` instead of `cos / tau`), or scale the last layer down; check that "
+            "softmax is not applied before the loss."
+        )
     target = code_path(layer, model) if layer else "the output layer"
     where = " (on the module your `model()` returns)"
     if act is not None:
@@ -211,10 +218,10 @@ def initial_loss(ctx: Context) -> Result:
         if c:
             measured["log_C"] = math.log(c)
     layer = None
-    found = output_layer(ctx, model, batches[0])
+    found = output_layer(ctx, model, batches[0], exact=True)
     if found:
         layer = found[0] or None
-    where = f" (output layer: {code_path(layer, model)})" if layer else ""
+    where = f" (output layer: {code_path(layer, model)})" if layer else " (no module outputs it: computed in forward())"
     zero_name = "an all-zero output"
     if act is not None:
         value = float(act[1](torch.zeros(1)))
