@@ -8,10 +8,11 @@ the time of one training step. Probes take what they need from it and never touc
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -527,18 +528,29 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return leaves or [("", model)]
 
 
-def execution_order(ctx: Context, model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module, Any]]:
-    """Leaf modules in the order one forward pass (no grad) runs them, with each one's output."""
-    order: list[tuple[str, nn.Module, Any]] = []
-    handles = []
-    for name, m in leaf_modules(model):
-        handles.append(m.register_forward_hook(lambda mod, inp, out, name=name: order.append((name, mod, out))))
+@contextlib.contextmanager
+def forward_hooks(
+    named_modules: Iterable[tuple[str, nn.Module]], hook: Callable[..., Any], with_kwargs: bool = False
+) -> Iterator[None]:
+    """Call ``hook(module, args, [kwargs,] output, name)`` after the forward of every module of ``named_modules``
+    while the block runs; the hooks are removed on exit, even on error."""
+    handles = [
+        m.register_forward_hook(lambda *a, name=name: hook(*a, name), with_kwargs=with_kwargs)
+        for name, m in named_modules
+    ]
     try:
-        with torch.no_grad():
-            out, _ = ctx.forward(model, batch)
+        yield
     finally:
         for h in handles:
             h.remove()
+
+
+def execution_order(ctx: Context, model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module, Any]]:
+    """Leaf modules in the order one forward pass (no grad) runs them, with each one's output."""
+    order: list[tuple[str, nn.Module, Any]] = []
+    record = lambda mod, inp, out, name: order.append((name, mod, out))  # noqa: E731
+    with forward_hooks(leaf_modules(model), record), torch.no_grad():
+        out, _ = ctx.forward(model, batch)
     order.append(("", model, out))  # sentinel: the model output itself
     return order
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, code_path, first_tensor, leaf_modules
+from nncheck.context import Context, code_path, first_tensor, forward_hooks, leaf_modules
 from nncheck.setup import Batch
 
 RELU_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
@@ -112,15 +112,6 @@ def find_blockers(ctx: Context, model: nn.Module, batch: Batch) -> list[Blocker]
             found[name] = b
         last[0] = path
 
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: hook(mod, inp, out, name))
-        for name, m in leaf_modules(model)
-        if m is not model
-    ]
-    try:
-        with torch.no_grad():
-            ctx.forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks([(n, m) for n, m in leaf_modules(model) if m is not model], hook), torch.no_grad():
+        ctx.forward(model, batch)
     return list(found.values())

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip, code_path, first_tensor, leaf_modules, output_layer
+from nncheck.context import Context, ProbeSkip, code_path, first_tensor, forward_hooks, leaf_modules, output_layer
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -184,20 +184,11 @@ def collect(ctx: Context, model: nn.Module, batches: list[Any]) -> list[LayerSta
         if st.kind in ("tanh", "sigmoid") and x is not None and x.is_floating_point() and x.numel() > 1:
             st.in_std = float(x.detach().double().std())
 
-    handles = [
-        m.register_forward_hook(lambda mod, inp, out, name=name: hook(mod, inp, out, name))
-        for name, m in leaf_modules(model)
-        if m is not model
-    ]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                ctx.check_time()
-                produced.clear()
-                ctx.forward(model, b)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks([(n, m) for n, m in leaf_modules(model) if m is not model], hook), torch.no_grad():
+        for b in batches:
+            ctx.check_time()
+            produced.clear()
+            ctx.forward(model, b)
         produced.clear()
     return sorted(stats.values(), key=lambda s: s.order)
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, code_path, iter_tensors
+from nncheck.context import Context, code_path, forward_hooks, iter_tensors
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -43,16 +43,8 @@ def run_pass(ctx: Context, model: nn.Module, batch: Any, keep_tensors: bool = Fa
         ins = [t.detach().clone() for t in iter_tensors((args, kwargs))]
         calls.append((name, mod, ins, [t.detach().clone() for t in iter_tensors(out)]))
 
-    handles = [
-        m.register_forward_hook(lambda mod, a, k, o, name=name: hook(mod, a, k, o, name), with_kwargs=True)
-        for name, m in model.named_modules()
-    ]
-    try:
-        with torch.no_grad():
-            out, _ = ctx.forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks(model.named_modules(), hook, with_kwargs=True), torch.no_grad():
+        out, _ = ctx.forward(model, batch)
     return Pass([t.detach().clone() for t in iter_tensors(out)], calls)
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip, code_path, first_tensor, iter_tensors, leaf_modules
+from nncheck.context import Context, ProbeSkip, code_path, first_tensor, forward_hooks, iter_tensors, leaf_modules
 from nncheck.probes import probe
 from nncheck.report import Result, failed, passed, warned
 
@@ -217,17 +217,9 @@ def hook_run(ctx: Context, model: nn.Module, batch: Any) -> HookRun:
     def hook(mod: nn.Module, args: Any, kwargs: Any, out: Any, name: str) -> None:
         calls.append((name, mod, list(iter_tensors((args, kwargs))), list(iter_tensors(out))))
 
-    handles = [
-        m.register_forward_hook(lambda mod, a, k, o, name=name: hook(mod, a, k, o, name), with_kwargs=True)
-        for name, m in leaf_modules(model)
-    ]
     calls_mode = FunctionalCalls()
-    try:
-        with torch.no_grad(), calls_mode:
-            out, _ = ctx.forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks(leaf_modules(model), hook, with_kwargs=True), torch.no_grad(), calls_mode:
+        out, _ = ctx.forward(model, batch)
     ops: list[Op] = []
     produced: list[tuple[torch.Tensor, int]] = []  # (tensor, op index), latest last; tensors stay alive
     bn_batches: dict[str, int] = {}
