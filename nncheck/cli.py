@@ -164,7 +164,7 @@ def run(
     from nncheck.config import ConfigError, load_config, validate
     from nncheck.report import Report, SetupReport
     from nncheck.runner import run_setup
-    from nncheck.setup import SetupError, load_setup
+    from nncheck.setup import SetupError, load_setup, setup_files_in
 
     overrides = dict(
         only=_split_ids(only),
@@ -181,7 +181,16 @@ def run(
         _fail_usage(str(e))
     progress = _Progress(sys.stderr.isatty() and not os.environ.get("CI"))
     report = Report()
+    expanded: list[str] = []
     for path in files:
+        if os.path.isdir(path):
+            found = setup_files_in(path)
+            if not found:
+                _fail_usage(f"{path}: no setup file in this folder (a .py file defining `model`).")
+            expanded += found
+        else:
+            expanded.append(path)
+    for path in expanded:
         try:
             cfg = load_config(path)
             setup = load_setup(path)

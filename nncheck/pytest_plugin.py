@@ -39,8 +39,13 @@ if TYPE_CHECKING:
 BATTERY_NAME = "nncheck"
 MARKER = "nncheck"
 # A file found while walking a directory under `--nncheck` is a setup file when it defines `model` at top level.
-_DEFINES_MODEL = re.compile(r"^(def\s+model\b|model\s*[:=]|from\s+\S+\s+import\s+.*\bmodel\b)", re.MULTILINE)
 _NNCHECK_FILES = pytest.StashKey[set[Path]]()
+
+
+def _defines_model() -> re.Pattern[str]:
+    from nncheck.setup import DEFINES_MODEL  # lazily: nncheck.setup imports torch
+
+    return DEFINES_MODEL
 
 
 class NncheckWarning(UserWarning):
@@ -155,7 +160,7 @@ def _is_setup_file(file_path: Path, parent: pytest.Collector) -> bool:
     if parent.session.isinitpath(file_path):
         return True
     try:
-        return bool(_DEFINES_MODEL.search(file_path.read_text(encoding="utf-8", errors="replace")))
+        return bool(_defines_model().search(file_path.read_text(encoding="utf-8", errors="replace")))
     except OSError:
         return False
 
@@ -180,7 +185,7 @@ def model_line(path: Path) -> int:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return 1
-    m = _DEFINES_MODEL.search(text)
+    m = _defines_model().search(text)
     return text.count("\n", 0, m.start()) + 1 if m else 1
 
 

@@ -99,7 +99,7 @@ def test_warnings_pass_unless_strict(files, fake_warn):
     [
         (["run", "missing.py"], "no such file"),
         (["run", "nodata.py", "--only", "initial-loss"], "defines no `data`"),
-        (["run", "."], "is a directory"),
+        (["run", "."], "defines no `data`"),  # a folder runs its setup files; nodata.py is unusable
     ],
 )
 def test_exit_2_for_unusable_setups(files, args, message):
@@ -250,3 +250,16 @@ def torch_cuda_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def test_a_folder_runs_its_setup_files(files):
+    (files / "sub").mkdir()
+    (files / "sub" / "a.py").write_text(GOOD)
+    (files / "sub" / "test_a.py").write_text(GOOD)  # a test module, not a setup file
+    (files / "sub" / "helper.py").write_text("X = 1\n")
+    res = invoke("run", "sub", "--only", "initial-loss", "-f", "json")
+    assert res.exit_code == 0, res.output
+    assert [s["path"] for s in json.loads(res.output)["setups"]] == [str(Path("sub") / "a.py")]
+    (files / "empty").mkdir()
+    res = invoke("run", "empty")
+    assert res.exit_code == 2 and "no setup file" in res.output
