@@ -62,10 +62,7 @@ def check(
     Keyword options override ``[tool.nncheck]`` of the nearest pyproject.toml (from ``config_from`` or the
     current directory). Raises ``SetupError`` when the setup itself is unusable (the message says why).
     """
-    from nncheck.config import load_config
-    from nncheck.report import Report
-    from nncheck.runner import run_setup
-    from nncheck.setup import SetupError, setup_from_kwargs
+    from nncheck.setup import setup_from_kwargs
 
     s = setup_from_kwargs(model, data, loss, optimizer, forward, causal, path=name, settings=settings)
     overrides = dict(
@@ -78,23 +75,24 @@ def check(
         time_budget_s=time_budget_s,
         probes=probes,
     )
-    cfg = load_config(config_from)
-    sr = run_setup(s, cfg, overrides)
-    if sr.error is not None:
-        raise SetupError(sr.error)
-    return Report([sr])
+    return _run(s, config_from, overrides)
 
 
 def check_file(path: str, **options: Any) -> Report:
     """Run the battery on a setup file; options as in ``check``. Raises ``SetupError`` for unusable setups."""
+    from nncheck.setup import load_setup
+
+    return _run(load_setup(path), path, options)
+
+
+def _run(setup: Setup, config_from: str | None, overrides: dict[str, Any]) -> Report:
+    """Defaults < the pyproject nearest to ``config_from`` (or the cwd) < ``overrides``; setup errors raise."""
     from nncheck.config import load_config
     from nncheck.report import Report
     from nncheck.runner import run_setup
-    from nncheck.setup import SetupError, load_setup
+    from nncheck.setup import SetupError
 
-    s = load_setup(path)
-    cfg = load_config(path)
-    sr = run_setup(s, cfg, options)
+    sr = run_setup(setup, load_config(config_from), overrides)
     if sr.error is not None:
         raise SetupError(sr.error)
     return Report([sr])

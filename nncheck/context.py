@@ -13,7 +13,6 @@ import copy
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -102,9 +101,6 @@ class FloatTargetLoss(nn.Module):
         return self.inner(output, target.to(output.dtype))
 
 
-LOSS_KINDS = ("ce", "bce", "mse", "custom")
-
-
 def loss_kind_of(loss: Any) -> str:
     """Classify a user loss: 'ce' (cross-entropy / NLL), 'bce' (BCE with logits), 'mse', or 'custom'."""
     inner = loss
@@ -159,12 +155,6 @@ def infer_loss(output: torch.Tensor, target: torch.Tensor, where: str) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------- context
-@dataclass
-class StepTiming:
-    step_time_s: float
-    samples: list[float]
-
-
 class Context:
     """Everything a probe may use. Created by the runner; ``preflight()`` must succeed before probes run."""
 
@@ -192,8 +182,6 @@ class Context:
         self.loss_name = ""
         self.loss_kind = "custom"
         self.step_time_s: float | None = None
-        self.init_loss: float | None = None
-        self.cache: dict[str, Any] = {}  # probes may share expensive intermediate results here
 
     # ------------------------------------------------------------------ time budget
     def check_time(self) -> None:
@@ -206,7 +194,8 @@ class Context:
         seed_everything(self.seed + offset)
 
     # ------------------------------------------------------------------ model
-    def _build_user_model(self) -> nn.Module:
+    def build_model(self) -> nn.Module:
+        """Call the user's model factory under the run's seed (a new, unmoved module)."""
         where = f"{self.setup.path}: model()"
         self.seed_all()
         try:
@@ -222,30 +211,23 @@ class Context:
             )
         return model
 
-    def build_model(self) -> nn.Module:
-        """Call the user's model factory under the run's seed (a new, unmoved module)."""
-        return self._build_user_model()
+    def pristine_model(self) -> nn.Module:
+        """The model at initialisation itself (built once under the seed, on the device), without a copy: read it
+        (names, structure), never modify it."""
+        if self._pristine is None:
+            self._pristine = self.build_model().to(self.device)
+        return self._pristine
 
     def fresh_model(self, train: bool = True) -> nn.Module:
-        """A new copy of the model at initialisation (built once under the seed), on the device."""
-        if self._pristine is None:
-            self._pristine = self._build_user_model().to(self.device)
-        m = copy.deepcopy(self._pristine)
+        """A new copy of the model at initialisation, on the device."""
+        m = copy.deepcopy(self.pristine_model())
         m.train(train)
         return m
-
-    def pristine_model(self) -> nn.Module:
-        """The model at initialisation itself, without a copy: read it (names, structure), never modify it."""
-        if self._pristine is None:
-            self._pristine = self._build_user_model().to(self.device)
-        return self._pristine
 
     def pristine_state(self) -> dict[str, Any]:
         """The state dict of the model at initialisation, without a copy: read it (``load_state_dict`` copies
         the values), never modify it. Cheaper than ``fresh_model().state_dict()`` (a deep copy of the module)."""
-        if self._pristine is None:
-            self._pristine = self._build_user_model().to(self.device)
-        return self._pristine.state_dict()
+        return self.pristine_model().state_dict()
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """The user's optimizer over ``model``'s parameters."""
@@ -261,12 +243,6 @@ class Context:
                 f"{self.setup.path}: optimizer(params) returned {type(opt).__name__}, not a torch.optim.Optimizer."
             )
         return opt
-
-    def user_lr(self) -> float | None:
-        """The learning rate of the user's optimizer (``param_groups[0]["lr"]``)."""
-        opt = self.optimizer(self.fresh_model())
-        lr = opt.param_groups[0].get("lr")
-        return float(lr) if lr is not None else None
 
     # ------------------------------------------------------------------ data
     def to_device(self, obj: Any) -> Any:
@@ -478,7 +454,6 @@ class Context:
                     "numpy): gradients flow only through tensors."
                 )
             raise SetupError(f"{path}: the loss ({self.loss_name}) must return a scalar tensor; {fix}")
-        self.init_loss = float(value)
         if time_steps:
             self.step_time_s = self.measure_step_time()
 

@@ -85,10 +85,6 @@ class Setup:
     loss_name: str = ""
     loss_inferred: bool = False
 
-    @property
-    def name(self) -> str:
-        return self.path
-
 
 def _model_factory(model: Any, where: str) -> Callable[[], nn.Module]:
     if isinstance(model, nn.Module):
