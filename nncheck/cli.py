@@ -161,7 +161,7 @@ def run(
     if sum(o == "-" for o in outs) > 1:
         _fail_usage("only one format can go to stdout; give the others an --output PATH.")
 
-    from nncheck.config import ConfigError, load_config, validate
+    from nncheck.config import ConfigError, given, load_config, validate
     from nncheck.report import Report, SetupReport
     from nncheck.runner import run_setup
     from nncheck.setup import SetupError, load_setup, setup_files_in
@@ -176,7 +176,7 @@ def run(
         time_budget_s=time_budget_s,
     )
     try:  # a wrong probe id on the command line is a usage error (exit 2), named before anything runs
-        validate({k: v for k, v in overrides.items() if v not in (None, [])}, "command line")
+        validate(given(overrides), "command line")
     except ConfigError as e:
         _fail_usage(str(e))
     progress = _Progress(sys.stderr.isatty() and not os.environ.get("CI"))

@@ -202,7 +202,15 @@ def load_config(start: str | os.PathLike[str] | None = None, overrides: dict[str
         section = read_pyproject(pyproject)
         if section:
             cfg = cfg.merged(section, str(pyproject))
-    if overrides:
-        clean = {k: v for k, v in overrides.items() if v is not None and v != [] and v != ()}
-        cfg = cfg.merged(validate(clean, "arguments"), "arguments")
-    return cfg
+    return with_arguments(cfg, overrides)
+
+
+def given(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The options actually given: ``None`` and empty lists mean "not set" (click's and the API's defaults)."""
+    return {k: v for k, v in overrides.items() if v is not None and v != [] and v != ()}
+
+
+def with_arguments(cfg: Config, overrides: dict[str, Any] | None) -> Config:
+    """``cfg`` with the CLI / API / pytest options that were given, validated, on top."""
+    clean = given(overrides or {})
+    return cfg.merged(validate(clean, "arguments"), "arguments") if clean else cfg

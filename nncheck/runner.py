@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nncheck.config import Config, validate
+from nncheck.config import Config, validate, with_arguments
 from nncheck.context import Context, ProbeSkip, ProbeTimeout
 from nncheck.probes import Probe, registry
 from nncheck.report import Result, SetupReport, Status, skipped
@@ -134,10 +134,7 @@ def config_for(setup: Setup, base: Config, overrides: dict[str, Any] | None = No
     cfg = base
     if setup.settings:
         cfg = cfg.merged(validate(setup.settings, f"{setup.path}: `nncheck` settings"), f"{setup.path}")
-    if overrides:
-        clean = {k: v for k, v in overrides.items() if v is not None and v != [] and v != ()}
-        cfg = cfg.merged(validate(clean, "arguments"), "arguments")
-    return cfg
+    return with_arguments(cfg, overrides)
 
 
 class PreparedSetup:
