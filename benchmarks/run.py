@@ -139,7 +139,7 @@ def worker(mode: str, path: str, seeds: int, stability_budgets: list[str]) -> di
     torch.set_num_threads(1)
     from nncheck.config import Config
     from nncheck.context import Context
-    from nncheck.probes import registry
+    from nncheck.registry import registry
     from nncheck.runner import _warm_up, run_setup
     from nncheck.setup import load_setup
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from nncheck._version import __version__
 
 __all__ = ["Config", "Report", "Result", "Setup", "SetupError", "Status", "__version__", "check", "check_file"]
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from nncheck.probes import Probe
+from nncheck.registry import NO_FAST, Probe
 
 FORMATS = ("text", "json", "junit", "github", "html")
 
@@ -218,7 +217,7 @@ def run(
 @main.command("list")
 def list_() -> None:
     """List every probe id with a one-line description."""
-    from nncheck.probes import registry
+    from nncheck.registry import registry
 
     probes = registry()
     width = max(len(p) for p in probes)
@@ -228,13 +227,18 @@ def list_() -> None:
 
 
 def explain_text(p: Probe) -> str:
-    """What `nncheck explain ID` prints: the probe's docstring and its parameters."""
+    """What `nncheck explain ID` prints: the probe's docstring, then each parameter with its default, its value under
+    --budget fast and the source of the value."""
+    import textwrap
+
     lines = [f"{p.id}: {p.title}", "", p.doc]
-    if p.params:
+    info = p.param_info
+    if info:
         lines += ["", f"Parameters ([tool.nncheck.probes.{p.id}]):"]
-        for k, v in p.params.items():
-            fast = f"   (--budget fast: {p.fast[k]!r})" if k in p.fast else ""
-            lines.append(f"  {k} = {v!r}{fast}")
+        for i in info:
+            fast = f"   (--budget fast: {i.fast!r})" if i.fast is not NO_FAST else ""
+            lines.append(f"  {i.name} = {i.default!r}{fast}")
+            lines += textwrap.wrap(i.source, 112, initial_indent="      ", subsequent_indent="      ")
     return "\n".join(lines)
 
 
@@ -259,7 +263,7 @@ def explain_markdown(probes: dict[str, Probe]) -> str:
 def explain(probe_id: str | None, all_: bool, markdown: bool) -> None:
     """Explain a probe: what it checks, why, thresholds and their source, how to fix it."""
     from nncheck.config import nearest
-    from nncheck.probes import registry
+    from nncheck.registry import registry
 
     probes = registry()
     if all_:

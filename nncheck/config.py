@@ -89,7 +89,7 @@ def check_device(value: str, where: str) -> None:
 
 def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Check keys, probe ids, parameter names and value types; return a normalised dict."""
-    from nncheck.probes import registry
+    from nncheck.registry import registry
 
     probes = registry()
     ids = list(probes)
@@ -148,7 +148,8 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
                     )
                 if not isinstance(table, dict):
                     raise ConfigError(f"{where}: `probes.{pid}` must be a table of parameters.")
-                known = probes[pid].params
+                known = {i.name: i for i in probes[pid].param_info}
+                checked: dict[str, Any] = {}
                 for pk, pv in table.items():
                     if pk not in known:
                         names = ", ".join(known) or "none"
@@ -156,16 +157,11 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
                             f"{where}: probe `{pid}` has no parameter `{pk}`.{nearest(pk, tuple(known))} "
                             f"Its parameters: {names}."
                         )
-                    default = known[pk]
-                    if (
-                        isinstance(default, bool) != isinstance(pv, bool)
-                        or (isinstance(default, (int, float)) and not isinstance(pv, (int, float)))
-                        or (isinstance(default, str) and not isinstance(pv, str))
-                    ):
-                        raise ConfigError(
-                            f"{where}: `probes.{pid}.{pk}` must be like its default {default!r}; got {pv!r}."
-                        )
-                tables[pid] = dict(table)
+                    try:
+                        checked[pk] = known[pk].check(pv, f"`probes.{pid}.{pk}`")
+                    except TypeError as e:
+                        raise ConfigError(f"{where}: {e}") from None
+                tables[pid] = checked
             out[key] = tables
     return out
 

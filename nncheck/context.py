@@ -4,23 +4,25 @@ One ``Context`` per setup. It validates the setup once (``preflight``), infers t
 batches on the target device, keeps a pristine copy of the model built under the run's seed, and measures
 the time of one training step. Probes take what they need from it and never touch the user's objects:
 ``ctx.fresh_model()`` is a new deep copy each time, ``ctx.batches()`` are tensors nncheck owns.
+Tensor trees live in ``nncheck.tensors``, losses in ``nncheck.losses``, the module graph in ``nncheck.modelgraph``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from nncheck import losses
+from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import Batch, Setup, SetupError, user_location
 from nncheck.state import seed_everything
+from nncheck.tensors import first_tensor, map_tensors
 
 # Number of batches the context reads from `data` at most (probes use the first few).
 MAX_CACHED_BATCHES = 8
@@ -35,123 +37,6 @@ class ProbeTimeout(Exception):
 
 class ProbeSkip(Exception):
     """Raise from a probe (or a helper) to say the probe does not apply; the message says why."""
-
-
-# ---------------------------------------------------------------------------------------------- batches
-def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """Apply ``fn`` to every tensor inside nested tuples / lists / dicts; other leaves pass through."""
-    if isinstance(obj, torch.Tensor):
-        return fn(obj)
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(map_tensors(o, fn) for o in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(map_tensors(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: map_tensors(v, fn) for k, v in obj.items()}
-    return obj
-
-
-def iter_tensors(obj: Any) -> Iterable[torch.Tensor]:
-    """Every tensor inside nested tuples / lists / dicts, in order."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for o in obj:
-            yield from iter_tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from iter_tensors(o)
-
-
-def first_tensor(obj: Any) -> torch.Tensor | None:
-    return next(iter(iter_tensors(obj)), None)
-
-
-def is_float(t: torch.Tensor) -> bool:
-    return t.is_floating_point() or t.is_complex()
-
-
-# ---------------------------------------------------------------------------------------------- losses
-class SequenceCrossEntropy(nn.Module):
-    """Cross-entropy for ``(B, ..., C)`` outputs (classes last) with ``(B, ...)`` integer targets."""
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1).long())
-
-
-class SqueezedLoss(nn.Module):
-    """Apply ``inner`` after reshaping a ``(B, 1)`` output to a ``(B,)`` target (or the reverse)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.inner(output.reshape(target.shape), target.to(output.dtype))
-
-
-class FloatTargetLoss(nn.Module):
-    """Apply ``inner`` with the target cast to the output's dtype (bool / int 0-1 targets for BCE)."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.inner(output, target.to(output.dtype))
-
-
-def loss_kind_of(loss: Any) -> str:
-    """Classify a user loss: 'ce' (cross-entropy / NLL), 'bce' (BCE with logits), 'mse', or 'custom'."""
-    inner = loss
-    while isinstance(inner, (SqueezedLoss, FloatTargetLoss)):
-        inner = inner.inner
-    if isinstance(inner, (nn.CrossEntropyLoss, SequenceCrossEntropy)) or inner in (F.cross_entropy,):
-        return "ce"
-    if isinstance(inner, nn.BCEWithLogitsLoss) or inner is F.binary_cross_entropy_with_logits:
-        return "bce"
-    if isinstance(inner, nn.MSELoss) or inner is F.mse_loss:
-        return "mse"
-    return "custom"
-
-
-def infer_loss(output: torch.Tensor, target: torch.Tensor, where: str) -> tuple[nn.Module, str]:
-    """The default loss of DESIGN.md §2, from the first batch's output and target."""
-    o, t = tuple(output.shape), tuple(target.shape)
-    shapes = f"output shape {o} ({output.dtype}), target shape {t} ({target.dtype})"
-    if not target.is_floating_point() and target.dtype != torch.bool:
-        # integer class targets -> cross-entropy
-        if output.dim() == 2 and target.dim() == 1 and o[0] == t[0]:
-            return nn.CrossEntropyLoss(), "cross_entropy"
-        if output.dim() >= 2 and o[:-1] == t:
-            if output.dim() == 2:
-                return nn.CrossEntropyLoss(), "cross_entropy"
-            return SequenceCrossEntropy(), "cross_entropy"
-        if output.dim() >= 3 and o[0] == t[0] and o[2:] == t[1:]:
-            return nn.CrossEntropyLoss(), "cross_entropy"
-        if o == t:
-            # integer targets with the output's shape: 0/1 multi-label targets
-            if target.numel() and bool(((target == 0) | (target == 1)).all()):
-                return FloatTargetLoss(nn.BCEWithLogitsLoss()), "bce_with_logits"
-        raise SetupError(
-            f"{where}: cannot infer a loss for integer class targets: {shapes}. Cross-entropy needs an output "
-            "(B, C) for targets (B,), or (B, T, C) for targets (B, T). Fix the output layer's width or define "
-            "`loss = ...` in the setup file."
-        )
-    binary = target.numel() > 0 and bool(((target == 0) | (target == 1)).all())
-    if o == t:
-        if binary:
-            return FloatTargetLoss(nn.BCEWithLogitsLoss()), "bce_with_logits"
-        return nn.MSELoss(), "mse"
-    if output.numel() == target.numel() and output.dim() == target.dim() + 1 and o[-1] == 1:
-        if binary:
-            return SqueezedLoss(nn.BCEWithLogitsLoss()), "bce_with_logits"
-        return SqueezedLoss(nn.MSELoss()), "mse"
-    raise SetupError(
-        f"{where}: output and target shapes do not fit any default loss: {shapes}. For regression the output "
-        "must have the target's shape; for classification use integer targets. Fix the model's output layer "
-        "or define `loss = ...` in the setup file."
-    )
 
 
 # ---------------------------------------------------------------------------------------------- context
@@ -170,7 +55,6 @@ class Context:
         self.seed = seed
         self.device = torch.device(device)
         self.budget = budget
-        self.params: dict[str, Any] = {}  # the running probe's parameters (defaults < budget < config)
         self.deadline: float | None = None
         self._pristine: nn.Module | None = None
         self._batches: list[Batch] | None = None
@@ -181,6 +65,7 @@ class Context:
         self.loss_fn: Callable[[Any, Any], torch.Tensor] = setup.loss  # type: ignore[assignment]
         self.loss_name = ""
         self.loss_kind = "custom"
+        self.loss_inferred = False
         self.step_time_s: float | None = None
 
     # ------------------------------------------------------------------ time budget
@@ -218,11 +103,12 @@ class Context:
             self._pristine = self.build_model().to(self.device)
         return self._pristine
 
-    def fresh_model(self, train: bool = True) -> nn.Module:
-        """A new copy of the model at initialisation, on the device."""
+    def fresh_model(self, train: bool = True, dropout: bool = True) -> nn.Module:
+        """A new copy of the model at initialisation, on the device, in train (or eval) mode; with
+        ``dropout=False`` its dropout modules are in eval mode (the rest stays in train mode)."""
         m = copy.deepcopy(self.pristine_model())
         m.train(train)
-        return m
+        return m if dropout else without_dropout(m)
 
     def pristine_state(self) -> dict[str, Any]:
         """The state dict of the model at initialisation, without a copy: read it (``load_state_dict`` copies
@@ -352,33 +238,6 @@ class Context:
         opt.step()
         return float(loss.detach())
 
-    def train(
-        self,
-        model: nn.Module,
-        opt: torch.optim.Optimizer,
-        batches: list[Batch],
-        steps: int,
-        stop: Callable[[int, float], bool] | None = None,
-    ) -> list[float]:
-        """``steps`` training steps cycling over ``batches``; ``stop(step, loss)`` may end it early.
-        Stops at a non-finite loss. Checks the time budget every step."""
-        losses: list[float] = []
-        for i in range(steps):
-            self.check_time()
-            loss = self.train_step(model, opt, batches[i % len(batches)])
-            losses.append(loss)
-            if not torch.isfinite(torch.tensor(loss)) or (stop is not None and stop(i, loss)):
-                break
-        return losses
-
-    @staticmethod
-    def without_dropout(model: nn.Module) -> nn.Module:
-        """Put every dropout module of ``model`` in eval mode (the rest stays as it is)."""
-        for m in model.modules():
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.eval()
-        return model
-
     def sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -422,20 +281,17 @@ class Context:
                     f"{path}: cannot infer a loss: output is {type(out).__name__} and target is "
                     f"{type(y).__name__}; the default losses need tensors. Define `loss = ...` in the setup file."
                 )
-            self.loss_fn, self.loss_name = infer_loss(out, y, path)
-            self.setup.loss_inferred = True
+            self.loss_fn, self.loss_name = losses.infer_loss(out, y, path)
+            self.loss_inferred = True
         else:
             self.loss_fn = self.setup.loss
             self.loss_name = getattr(self.setup.loss, "__name__", type(self.setup.loss).__name__)
-        self.setup.loss_name = self.loss_name
-        self.loss_kind = loss_kind_of(self.loss_fn)
+        self.loss_kind = losses.loss_kind_of(self.loss_fn)
         shapes = (
             f"output shape {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}, "
             f"target shape {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
         )
-        from nncheck.probes.data import first_batch_label_error  # the data probe owns the label rules
-
-        problem = first_batch_label_error(self, out, y)
+        problem = self.label_problem(out, y)
         if problem:
             raise SetupError(f"{path}: the first batch's {problem}. See `nncheck explain data`.")
         try:
@@ -481,91 +337,54 @@ class Context:
         return max(statistics.median(samples), 1e-6)
 
     # ------------------------------------------------------------------ classification helpers
-    def num_classes(self, output: torch.Tensor) -> int | None:
+    def num_classes(self, output: Any) -> int | None:
         """Number of classes for a cross-entropy setup (the output's class dimension), else None."""
-        if self.loss_kind != "ce":
-            return None
-        if isinstance(self.loss_fn, SequenceCrossEntropy) or output.dim() == 2:
-            return int(output.shape[-1])
-        return int(output.shape[1])
+        return losses.num_classes(self.loss_fn, self.loss_kind, output)
 
     def class_logits(self, output: torch.Tensor) -> torch.Tensor:
         """Cross-entropy outputs as ``(N, C)`` rows, whatever the layout (``(B,C)``, ``(B,T,C)``, ``(B,C,H,W)``)."""
-        if output.dim() == 2 or isinstance(self.loss_fn, SequenceCrossEntropy):
-            return output.reshape(-1, output.shape[-1])
-        return output.movedim(1, -1).reshape(-1, output.shape[1])
+        return losses.class_logits(self.loss_fn, output)
 
+    def label_problem(self, output: Any, target: Any) -> str | None:
+        """Why the integer class targets do not fit a cross-entropy output (``losses.label_problem``), else None.
+        Meant to run *before* a loss call, whose IndexError (CPU) or device-side assert (CUDA, which also poisons
+        the CUDA context) is far less clear."""
+        classes = self.num_classes(output)
+        if classes is None or not losses.is_class_target(target):
+            return None
+        return losses.label_problem(target, classes, losses.ignore_index(self.loss_fn))
 
-# ---------------------------------------------------------------------------------------------- model structure
-def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Named modules without children (the model itself if it has none)."""
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    return leaves or [("", model)]
+    # ------------------------------------------------------------------ model graph
+    def execution_order(self, model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module, Any]]:
+        """Leaf modules in the order one forward of ``batch`` runs them, with each one's output
+        (``modelgraph.execution_order``; the last entry is the model output)."""
+        return execution_order(model, lambda: self.forward(model, batch)[0])
 
+    def output_layer(self, model: nn.Module, batch: Batch, exact: bool = False) -> tuple[str, nn.Module] | None:
+        """The output layer (``modelgraph.output_layer_of``): the last parameterised leaf module whose output has
+        the model output's shape (else, unless ``exact``, the last parameterised leaf run), or None."""
+        return output_layer_of(self.execution_order(model, batch), exact)
 
-@contextlib.contextmanager
-def forward_hooks(
-    named_modules: Iterable[tuple[str, nn.Module]], hook: Callable[..., Any], with_kwargs: bool = False
-) -> Iterator[None]:
-    """Call ``hook(module, args, [kwargs,] output, name)`` after the forward of every module of ``named_modules``
-    while the block runs; the hooks are removed on exit, even on error."""
-    handles = [
-        m.register_forward_hook(lambda *a, name=name: hook(*a, name), with_kwargs=with_kwargs)
-        for name, m in named_modules
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def execution_order(ctx: Context, model: nn.Module, batch: Batch) -> list[tuple[str, nn.Module, Any]]:
-    """Leaf modules in the order one forward pass (no grad) runs them, with each one's output."""
-    order: list[tuple[str, nn.Module, Any]] = []
-    record = lambda mod, inp, out, name: order.append((name, mod, out))  # noqa: E731
-    with forward_hooks(leaf_modules(model), record), torch.no_grad():
-        out, _ = ctx.forward(model, batch)
-    order.append(("", model, out))  # sentinel: the model output itself
-    return order
-
-
-def output_layer(ctx: Context, model: nn.Module, batch: Batch, exact: bool = False) -> tuple[str, nn.Module] | None:
-    """The output layer: the last parameterised leaf module run in forward whose output has the model output's
-    shape (else, unless ``exact``, the last parameterised leaf run). ``None`` when there is no such module (with
-    ``exact``: the output is computed in forward after the last layer, e.g. a scaled cosine similarity)."""
-    runs = execution_order(ctx, model, batch)
-    final = runs[-1][2]
-    runs = runs[:-1]
-    with_params = [(n, m, o) for n, m, o in runs if any(True for _ in m.parameters(recurse=False))]
-    if not with_params:
-        return None
-    if isinstance(final, torch.Tensor):
-        for n, m, o in reversed(with_params):
-            if isinstance(o, torch.Tensor) and o.shape == final.shape:
-                return n, m
-    if exact:
-        return None
-    n, m, _ = with_params[-1]
-    return n, m
-
-
-def code_path(qualified_name: str, model: nn.Module | None = None, root: str = "model") -> str:
-    """Python expression for a submodule, for hints: ``features.3.conv`` -> ``model.features[3].conv``.
-
-    With ``model`` the path is walked: ``[i]`` for Sequential / ModuleList items, ``["key"]`` for ModuleDict keys,
-    ``.name`` for identifiers, ``getattr(x, "name")`` otherwise. Without it, digits become ``[i]``.
-    """
-    out = root
-    current = model
-    for part in qualified_name.split(".") if qualified_name else []:
-        if isinstance(current, nn.ModuleDict):
-            out += f"[{part!r}]"
-        elif part.isdigit() and (current is None or isinstance(current, (nn.Sequential, nn.ModuleList))):
-            out += f"[{part}]"
-        elif part.isidentifier():
-            out += f".{part}"
-        else:
-            out = f"getattr({out}, {part!r})"
-        current = current._modules.get(part) if current is not None else None
-    return out
+    # ------------------------------------------------------------------ hints
+    def rerun(self, *probe_ids: str) -> str:
+        """The command that re-runs ``probe_ids`` on this setup with this run's seed, budget and device: a command
+        line for a setup file, the Python call for a setup given to ``nncheck.check``."""
+        path = self.setup.path or ""
+        ids = ",".join(probe_ids)
+        if path.endswith(".py"):
+            line = f"nncheck run {path}" + (f" --only {ids}" if ids else "")
+            if self.seed:
+                line += f" --seed {self.seed}"
+            if self.budget != "full":
+                line += f" --budget {self.budget}"
+            if self.device.type != "cpu":
+                line += f" --device {self.device}"
+            return line
+        args = ["..."] + ([f"only={list(probe_ids)!r}"] if probe_ids else [])
+        if self.seed:
+            args.append(f"seed={self.seed}")
+        if self.budget != "full":
+            args.append(f"budget={self.budget!r}")
+        if self.device.type != "cpu":
+            args.append(f"device={str(self.device)!r}")
+        return f"nncheck.check({', '.join(args)})"

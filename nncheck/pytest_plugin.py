@@ -213,7 +213,7 @@ class Battery(pytest.Collector):
             raise self.CollectError(f"nncheck configuration error: {e}") from None
 
     def collect(self) -> Iterator[pytest.Item]:
-        from nncheck.probes import registry
+        from nncheck.registry import registry
 
         cfg = self.base_config()
         probes = registry()

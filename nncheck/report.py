@@ -12,21 +12,19 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from nncheck._version import __version__
+
 SCHEMA_VERSION = 1
 
 
 class Status(str, Enum):
-    """Verdict of one probe. Ordered from best to worst by ``severity``."""
+    """Verdict of one probe."""
 
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
     SKIP = "skip"
     ERROR = "error"
-
-    @property
-    def severity(self) -> int:
-        return {"skip": 0, "pass": 1, "warn": 2, "fail": 3, "error": 4}[self.value]
 
     def __str__(self) -> str:
         return self.value
@@ -221,8 +219,6 @@ class Report:
         return 0 if self.ok else 1
 
     def to_dict(self, with_series: bool = True) -> dict[str, Any]:
-        from nncheck import __version__
-
         return {
             "nncheck_version": __version__,
             "schema": SCHEMA_VERSION,

@@ -20,7 +20,7 @@ from typing import Any
 
 from nncheck.config import Config, validate, with_arguments
 from nncheck.context import Context, ProbeSkip, ProbeTimeout
-from nncheck.probes import Probe, registry
+from nncheck.registry import Probe, registry
 from nncheck.report import Result, SetupReport, Status, skipped
 from nncheck.setup import Setup, SetupError, user_location
 from nncheck.state import preserved_global_state
@@ -68,15 +68,14 @@ def _error_summary(e: BaseException) -> tuple[str, bool]:
     return f"{type(e).__name__}: {e}{inner}", False
 
 
-def run_probe(ctx: Context, p: Probe, params: dict[str, Any], time_budget_s: float) -> Result:
-    """Run one probe on the shared context and always return a Result."""
+def run_probe(ctx: Context, p: Probe, params: Any, time_budget_s: float) -> Result:
+    """Run one probe (with its resolved parameters) on the shared context and always return a Result."""
     t0 = time.perf_counter()
-    ctx.params = params
     ctx.deadline = t0 + time_budget_s
     try:
         with preserved_global_state(), _alarm(time_budget_s + BACKSTOP_GRACE_S):
             ctx.seed_all()
-            result = p.fn(ctx)
+            result = p.fn(ctx, params)
         if not isinstance(result, Result):
             result = Result(
                 Status.ERROR, f"probe returned {type(result).__name__} instead of a Result (a bug in nncheck)"

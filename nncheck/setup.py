@@ -81,9 +81,6 @@ class Setup:
     custom_forward: bool = False
     custom_optimizer: bool = False
     model_is_instance: bool = False  # `model` was a module instance (deep-copied), not a factory
-    # filled by inference (nncheck.context.Context.preflight)
-    loss_name: str = ""
-    loss_inferred: bool = False
 
 
 def _model_factory(model: Any, where: str) -> Callable[[], nn.Module]:

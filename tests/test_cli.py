@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nncheck import probes as probes_pkg
+from nncheck import registry as probes_pkg
 from nncheck.cli import main
-from nncheck.probes import Probe
+from nncheck.registry import Probe
 from nncheck.report import Result, Status
 
 GOOD = """
@@ -64,7 +64,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def fake_warn(monkeypatch: pytest.MonkeyPatch) -> str:
     probes_pkg.registry()
 
-    def fn(ctx):
+    def fn(ctx, params):
         return Result(Status.WARN, "fake warning", measured={"v": 2.0}, expected={"v_max": 1.0}, hint="do X")
 
     monkeypatch.setitem(probes_pkg._REGISTRY, "fake-warn", Probe("fake-warn", "Fake warn", fn, order=1000))

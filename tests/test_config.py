@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nncheck.config import TOP_KEYS, Config, ConfigError, find_pyproject, load_config, validate
-from nncheck.probes import registry
+from nncheck.registry import registry
 from nncheck.runner import config_for
 from nncheck.setup import setup_from_kwargs
 
@@ -98,9 +98,10 @@ def test_setup_file_settings_sit_between_pyproject_and_arguments(tmp_path):
 
 def test_budget_fast_uses_fast_params_and_config_wins():
     p = registry()["initial-loss"]
-    assert p.resolved_params("fast")["batches"] == p.fast["batches"]
-    assert p.resolved_params("fast", {"batches": 7})["batches"] == 7
-    assert p.resolved_params("full")["batches"] == p.params["batches"]
+    info = {i.name: i for i in p.param_info}
+    assert p.resolved_params("fast").batches == info["batches"].fast != info["batches"].default
+    assert p.resolved_params("fast", {"batches": 7}).batches == 7
+    assert p.resolved_params("full").batches == info["batches"].default
 
 
 def test_selection_only_and_skip():
@@ -127,8 +128,8 @@ def test_selection_only_and_skip():
         ("time_budget_s = -1", r"`time_budget_s` must be a positive number"),
         ("only = 3", r"`only` must be a list of probe ids"),
         ("device = 0", r"`device` must be a string"),
-        ("[tool.nncheck.probes.initial-loss]\nfail_ratio = 'high'", r"must be like its default"),
-        ("[tool.nncheck.probes.initial-loss]\nbatches = true", r"must be like its default"),
+        ("[tool.nncheck.probes.initial-loss]\nfail_ratio = 'high'", r"must be a number like its default 2.0"),
+        ("[tool.nncheck.probes.initial-loss]\nbatches = true", r"must be an integer like its default 4"),
     ],
 )
 def test_errors_name_the_key_and_the_nearest_valid_one(tmp_path, text, message):

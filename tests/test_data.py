@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import nncheck
-from nncheck.probes.data import duplicate_fraction, feature_stats, label_problem, looks_like_pixels
+from nncheck.losses import label_problem
+from nncheck.probes.data import feature_stats, looks_like_pixels
 from nncheck.setup import SetupError
 
 PID = "data"
@@ -139,9 +140,6 @@ def test_input_helpers():
     assert not looks_like_pixels(torch.tensor([0.0, 3.0]))  # small counts
     m, s = feature_stats(torch.randn(64, 3, 4, 4) * 20 + torch.tensor([0.0, 50.0, 0.0]).view(1, 3, 1, 1))
     assert m > 40 and s > 15
-    x = torch.randn(8, 5)
-    assert duplicate_fraction([x], 8) == 0.0
-    assert duplicate_fraction([x[:1].expand(8, 5)], 8) == pytest.approx(7 / 8)
 
 
 def test_unnormalised_tabular_features_warn():
@@ -227,11 +225,6 @@ def test_autoencoder_target_is_the_input_is_not_a_duplicate():
     r = check(model, autoencoder_data(), forward=forward, loss=nn.MSELoss())
     assert r.status.value == "pass", r.message
     assert r.measured["duplicate_fraction"] == 0.0
-
-
-def test_duplicate_fraction_without_batch_tensors_is_zero():
-    assert duplicate_fraction([], 8) == 0.0
-    assert duplicate_fraction([torch.tensor(3.0)], 8) == 0.0
 
 
 def test_labels_out_of_range_later_report_the_whole_span_and_the_concrete_layer():

@@ -7,7 +7,7 @@ import pytest
 from helpers import ROOT
 
 from nncheck.cli import explain_markdown
-from nncheck.probes import registry
+from nncheck.registry import registry
 
 SECTIONS = ("What it does", "Why is this bad?", "Thresholds", "How to fix", "Example")
 

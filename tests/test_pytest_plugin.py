@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nncheck import probes as probes_pkg
-from nncheck.probes import Probe
+from nncheck import registry as probes_pkg
+from nncheck.registry import Probe
 from nncheck.report import Result, Status
 
 pytest_plugins = ["pytester"]
@@ -81,7 +81,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
     probes_pkg.registry()  # load the real ones first
 
     def make(status: str):
-        def fn(ctx):
+        def fn(ctx, params):
             rec.ran.append(f"fake-{status}")
             if status == "error":
                 raise RuntimeError("fake probe crashed")
@@ -239,7 +239,7 @@ def test_junitxml_has_one_testcase_per_probe(pytester: pytest.Pytester, calls: C
 def test_options_pass_through_to_the_config(pytester: pytest.Pytester, calls: Calls, monkeypatch: pytest.MonkeyPatch):
     seen: list[tuple[int, str, str]] = []
 
-    def spy(ctx):
+    def spy(ctx, params):
         seen.append((ctx.seed, str(ctx.device), ctx.budget))
         return Result(Status.PASS, "ok")
 
@@ -254,7 +254,7 @@ def test_options_pass_through_to_the_config(pytester: pytest.Pytester, calls: Ca
 def test_precedence_pyproject_setup_file_options(pytester: pytest.Pytester, calls: Calls, monkeypatch):
     seeds: list[int] = []
 
-    def spy(ctx):
+    def spy(ctx, params):
         seeds.append(ctx.seed)
         return Result(Status.PASS, "ok")
 

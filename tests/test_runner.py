@@ -11,7 +11,7 @@ from torch import nn
 
 from nncheck.config import Config
 from nncheck.context import Context, ProbeSkip
-from nncheck.probes import Probe, registry
+from nncheck.registry import NoParams, Probe, registry
 from nncheck.report import Status, passed
 from nncheck.runner import run_probe, run_setup
 from nncheck.setup import setup_from_kwargs
@@ -33,47 +33,49 @@ def ready_context() -> Context:
 def test_crashing_probe_becomes_error_and_others_run():
     ctx = ready_context()
 
-    def boom(c):
+    def boom(c, p):
         raise ValueError("kaboom")
 
-    r = run_probe(ctx, Probe("boom", "Boom", boom), {}, 10.0)
+    r = run_probe(ctx, Probe("boom", "Boom", boom), NoParams(), 10.0)
     assert r.status is Status.ERROR and "ValueError: kaboom" in r.message and r.id == "boom"
-    ok = run_probe(ctx, Probe("ok", "Ok", lambda c: passed("fine")), {}, 10.0)
+    ok = run_probe(ctx, Probe("ok", "Ok", lambda c, p: passed("fine")), {}, 10.0)
     assert ok.status is Status.PASS
 
 
 def test_probe_skip_and_bad_return():
     ctx = ready_context()
 
-    def skipper(c):
+    def skipper(c, p):
         raise ProbeSkip("no BatchNorm in the model")
 
-    r = run_probe(ctx, Probe("s", "S", skipper), {}, 10.0)
+    r = run_probe(ctx, Probe("s", "S", skipper), NoParams(), 10.0)
     assert r.status is Status.SKIP and "BatchNorm" in r.message
-    r = run_probe(ctx, Probe("n", "N", lambda c: None), {}, 10.0)
+    r = run_probe(ctx, Probe("n", "N", lambda c, p: None), NoParams(), 10.0)
     assert r.status is Status.ERROR
 
 
 def test_time_budget_cooperative_and_backstop(monkeypatch):
     ctx = ready_context()
 
-    def slow(c):
+    def slow(c, p):
         m = c.fresh_model()
-        c.train(m, c.optimizer(m), c.batches(2), 10**9)
-        return passed("never")
+        opt = c.optimizer(m)
+        while True:
+            c.check_time()
+            c.train_step(m, opt, c.batch())
 
-    r = run_probe(ctx, Probe("slow", "Slow", slow), {}, 0.3)
+    r = run_probe(ctx, Probe("slow", "Slow", slow), NoParams(), 0.3)
     assert r.status is Status.ERROR and "time budget" in r.message
     assert r.duration_s < 5
 
     monkeypatch.setattr("nncheck.runner.BACKSTOP_GRACE_S", 0.2)
 
-    def stuck(c):
+    def stuck(c, p):
         time.sleep(30)  # a user call that never checks the clock
         return passed("never")
 
     t0 = time.perf_counter()
-    r = run_probe(ctx, Probe("stuck", "Stuck", stuck), {}, 0.2)
+    r = run_probe(ctx, Probe("stuck", "Stuck", stuck), NoParams(), 0.2)
     assert r.status is Status.ERROR and time.perf_counter() - t0 < 5
 
 
@@ -81,7 +83,7 @@ def test_probe_sees_seeded_rng_regardless_of_order():
     ctx = ready_context()
     draws = []
 
-    def draw(c):
+    def draw(c, p):
         draws.append(torch.rand(1).item())
         torch.rand(100)  # consume
         return passed("ok")

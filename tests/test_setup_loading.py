@@ -152,7 +152,7 @@ def test_setup_imports_its_neighbours(tmp_path):
     ],
 )
 def test_loss_inference(out_shape, target, name):
-    from nncheck.context import infer_loss
+    from nncheck.losses import infer_loss
 
     out = torch.randn(out_shape)
     fn, inferred = infer_loss(out, target, "x.py")
@@ -170,7 +170,9 @@ def test_api_model_instance_is_never_mutated():
     ctx = Context(s)
     ctx.preflight()
     m = ctx.fresh_model()
-    ctx.train(m, ctx.optimizer(m), ctx.batches(2), 3)
+    opt = ctx.optimizer(m)
+    for b in ctx.batches(2) * 2:
+        ctx.train_step(m, opt, b)
     assert m is not net
     assert not net.training
     for k, v in net.state_dict().items():

@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, code_path, first_tensor, forward_hooks, leaf_modules
+from nncheck.context import Context
+from nncheck.modelgraph import code_path, forward_hooks, is_dropout, leaf_modules
 from nncheck.setup import Batch
+from nncheck.tensors import first_tensor
 
 RELU_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
@@ -60,7 +62,7 @@ def _dead_relu(name: str, path: str, mod: nn.Module, inp: Any, out: Any, produce
 
 def _dropout_p1(name: str, path: str, mod: nn.Module) -> Blocker | None:
     p = getattr(mod, "p", None)
-    if not isinstance(mod, nn.modules.dropout._DropoutNd) or not mod.training or p is None or p < 1.0:
+    if not is_dropout(mod) or not mod.training or p is None or p < 1.0:
         return None
     return Blocker(
         name,
@@ -102,7 +104,7 @@ def find_blockers(ctx: Context, model: nn.Module, batch: Batch) -> list[Blocker]
         b: Blocker | None = None
         if isinstance(mod, RELU_TYPES):
             b = _dead_relu(name, path, mod, inp, out, last[0])
-        elif isinstance(mod, nn.modules.dropout._DropoutNd):
+        elif is_dropout(mod):
             b = _dropout_p1(name, path, mod)
         elif isinstance(mod, EMBEDDING_TYPES):
             b = _all_padding(name, path, mod, inp)

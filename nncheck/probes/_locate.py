@@ -21,8 +21,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, code_path, iter_tensors
+from nncheck.context import Context
+from nncheck.modelgraph import code_path
 from nncheck.setup import Batch
+from nncheck.tensors import iter_tensors
 
 _THIS_FILE = os.path.abspath(__file__)
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))

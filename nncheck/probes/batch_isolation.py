@@ -9,25 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip, code_path, is_float, iter_tensors
-from nncheck.probes import probe
+from nncheck.context import Context, ProbeSkip
+from nncheck.modelgraph import BATCHNORM_TYPES, code_path, without_dropout
 from nncheck.probes._blockers import find_blockers
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed
 from nncheck.setup import Batch
+from nncheck.tensors import is_float, iter_tensors
 
-# Karpathy, "A Recipe for Training Neural Networks": "use backprop to chart dependencies ... set the loss to be
-# something trivial like the sum of all outputs of example i, run the backward pass all the way to the input, and
-# ensure that you get a non-zero gradient only on the i-th input."
-#
-# Relative size of a gradient on another sample's input (or a future position) that counts as a leak, against
-# the largest gradient on sample i's own input. Isolated models give exactly 0 (there is no path in the graph;
-# masked attention gives exp(-inf) = 0 exactly); every leak in checks/ is >= 0.02 (3 seeds). 1e-6 (the issue's
-# value) is far above float32 rounding of a real zero and far below any real leak.
-TOL = 1e-6
-# Sample indices probed (first, middle, last) and time positions probed for causal leaks (evenly spaced, all of
-# them for short sequences): each is one backward pass through a graph built once.
-SAMPLES = 3
-POSITIONS = 32
 # Perturbation fallback (no gradient reaches the input): relative change of output i when only the other samples'
 # inputs change. Rows of a batched computation do not depend on other rows' values, so isolated models give 0
 # exactly; 1e-5 leaves room for float32 rounding.
@@ -36,7 +25,6 @@ PERTURB_TOL = 1e-5
 # output[i].sum(), which has zero gradient when the outputs are a probability simplex (DESIGN.md §6).
 PROJECTION_SEED = 1234
 
-BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
 EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
 
 
@@ -336,13 +324,13 @@ def judge(
     try:
         tr = trace(ctx, model, batch, bs)
     except NoGradient as e:
-        res = perturb_samples(ctx, ctx.without_dropout(model), batch, bs, idx)
+        res = perturb_samples(ctx, without_dropout(model), batch, bs, idx)
         return {**res, "method": "perturbation", "why": str(e)}, None
     res = probe_samples(tr, bs, idx, tol)
     if res["dead_samples"] and len(res["dead_samples"]) == len(idx) and not res["leak"]:
         # no gradient on any own input: either the input is ignored, or the path is cut (torch.no_grad around a
         # frozen backbone); forward passes tell which
-        pert = perturb_samples(ctx, ctx.without_dropout(model), batch, bs, idx)
+        pert = perturb_samples(ctx, without_dropout(model), batch, bs, idx)
         if len(pert["dead_samples"]) < len(idx):
             why = (
                 "the input gradients are not finite (NaN / inf)"
@@ -372,14 +360,42 @@ def _leak_msg(mode: str, res: dict[str, Any]) -> str:
     )
 
 
-@probe(
-    "batch-isolation",
-    title="Per-sample gradient isolation",
-    order=50,
-    params={"samples": SAMPLES, "tol": TOL, "positions": POSITIONS},
-    fast={"positions": 8},
-)
-def batch_isolation(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of batch-isolation (`[tool.nncheck.probes.batch-isolation]`)."""
+
+    samples: int = param(
+        3,
+        source=(
+            "Sample indices probed (first, middle, last) and time positions probed for causal leaks (evenly "
+            "spaced, all of them for short sequences): each is one backward pass through a graph built once."
+        ),
+    )
+    tol: float = param(
+        1e-06,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks": "use backprop to chart dependencies ... set the '
+            "loss to be something trivial like the sum of all outputs of example i, run the backward pass all the "
+            'way to the input, and ensure that you get a non-zero gradient only on the i-th input."  Relative '
+            "size of a gradient on another sample's input (or a future position) that counts as a leak, against "
+            "the largest gradient on sample i's own input. Isolated models give exactly 0 (there is no path in "
+            "the graph; masked attention gives exp(-inf) = 0 exactly); every leak in checks/ is >= 0.02 (3 "
+            "seeds). 1e-6 (the issue's value) is far above float32 rounding of a real zero and far below any real "
+            "leak."
+        ),
+    )
+    positions: int = param(
+        32,
+        fast=8,
+        source=(
+            "Sample indices probed (first, middle, last) and time positions probed for causal leaks (evenly "
+            "spaced, all of them for short sequences): each is one backward pass through a graph built once."
+        ),
+    )
+
+
+@probe("batch-isolation", title="Per-sample gradient isolation", order=50, params=Params)
+def batch_isolation(ctx: Context, p: Params) -> Result:
     """Checks that each sample's output depends on its own input only (and on the past only, for causal models).
 
     What it does:
@@ -420,13 +436,12 @@ def batch_isolation(ctx: Context) -> Result:
         `def forward(self, x): x = x - x.mean(0); return self.net(x)`: fail, "eval mode: output of sample 0 has
         gradient on the input of sample 1 (0.0123, 0.0312 x its own ...) before module `net.0`".
     """
-    p = ctx.params
-    tol = float(p["tol"])
+    tol = p.tol
     batch = ctx.batch()
     bs = ctx.batch_size(batch)
     if bs < 2:
         raise ProbeSkip("the first batch holds one sample: nothing to isolate")
-    n = max(1, min(int(p["samples"]), bs))
+    n = max(1, min(p.samples, bs))
     idx = sorted({round(k * (bs - 1) / max(n - 1, 1)) for k in range(n)})
 
     measured: dict[str, Any] = {"batch_size": bs}
@@ -440,7 +455,7 @@ def batch_isolation(ctx: Context) -> Result:
     measured["leaves"] = [name for name, _ in tr.leaves] if tr else []
     if ctx.setup.causal:
         measured["causal"] = (
-            probe_causal(ctx, tr, tol, int(p["positions"]))
+            probe_causal(ctx, tr, tol, p.positions)
             if tr is not None
             else {"checked": False, "why": "no gradient reaches the inputs"}
         )
@@ -487,7 +502,7 @@ def batch_isolation(ctx: Context) -> Result:
 
     train_model = ctx.fresh_model(train=True)
     if ev["method"] == "perturbation":
-        ctx.without_dropout(train_model)
+        without_dropout(train_model)
     trn, _ = judge(ctx, train_model, batch, bs, idx, tol)
     measured["train"] = trn
     if trn["leak"]:

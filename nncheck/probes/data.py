@@ -13,91 +13,28 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import MAX_CACHED_BATCHES, Context, SequenceCrossEntropy, code_path, iter_tensors
-from nncheck.probes import probe
+from nncheck import losses
+from nncheck.context import MAX_CACHED_BATCHES, Context
+from nncheck.losses import is_class_target, label_problem
+from nncheck.modelgraph import code_path, is_batchnorm, without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
+from nncheck.tensors import iter_tensors
 
-# Bounds of the scan over the whole data (to see every label and the last batch): a DataLoader over a few thousand
-# samples is read in well under a second; past these bounds the probe says where it stopped.
-MAX_SCAN_BATCHES = 1000
-MAX_SCAN_S = 10.0
-# Batches whose inputs are checked for scale and duplicates (the context caches at most 8).
-INPUT_BATCHES = 8
-# Inputs look unnormalised when a feature / channel has |mean| or std above this (issue 5; LeCun et al. 1998,
-# "Efficient BackProp": inputs should have mean ~0 and comparable variance ~1).
-SCALE_WARN = 10.0
 # Integer-valued float inputs in [0, 255] with a max above this look like raw 8-bit pixels (torchvision's ToTensor
 # divides by 255; a max <= 10 is more likely counts or small categorical codes).
 PIXEL_MIN_MAX = 10.0
-# Warn when more than this fraction of a batch's samples repeat an earlier sample of the same batch (a dataset whose
-# __getitem__ ignores its index, `[x] * B`). Measured: correct examples have 0 duplicates.
-DUP_WARN = 0.5
-# Fail when more than this fraction of the cached batches after the first are an exact repeat (same samples, same
-# order) of an earlier batch (`[(x, y)] * 8`, a loader re-created with the same seed every step). Judged per batch, not
-# per sample: a dataset with few distinct samples repeats samples across batches legitimately (held-out
-# b_lm_no_shift.py's synthetic data has 48 distinct sequences: 70% of its samples repeat an earlier batch's, yet no
-# batch repeats). Measured: 0 repeated batches on every correct file of examples/ and checks/ and on the held-out
-# a_*.py; 7/7 on held-out b_same_batch_repeated.py. 50% tolerates a data() that wraps into a second epoch early.
-CROSS_DUP_FAIL = 0.5
-# Inputs whose every float feature has |mean| and std below this look like a unit error (micro-units, a value divided
-# twice): standardised features have std ~1 (LeCun et al. 1998); the largest feature std of every correct file of
-# examples/ and checks/ is > 0.05; held-out b_inputs_1e-6.py has std ~2e-6, |mean| ~1e-6. Weights would have to grow
-# 1e3x to use such inputs. (|mean| too: a batch of one repeated sample has std 0 but a normal mean.)
-TINY_STD_WARN = 1e-3
-# Next-token targets not shifted: fail when at least this fraction of the target positions equal the token embedded at
-# the same position (a causal model then learns to copy its input). Measured: held-out b_lm_no_shift.py 100%, the
-# correct LMs (examples/tiny_lm, held-out a_tied_lm) and seq2seq (held-out a_seq2seq_*) < 15% (chance repeats of a
-# token); 90% allows ignore_index-free padding runs.
-NO_SHIFT_FAIL = 0.9
 # Unshuffled: fail when at least this fraction of the scanned batches hold a single class while the data holds
 # several, and shuffled data would produce such batches rarely (expected fraction below SINGLE_CLASS_EXPECTED).
-SINGLE_CLASS_FRAC = 0.5
 SINGLE_CLASS_EXPECTED = 0.1
 # Class imbalance worth a note: the most frequent class is this many times the least frequent one (the regime where
 # a prior-initialised output bias matters: Karpathy's recipe, "init well"; Lin et al. 2017, focal loss, §4.1).
 IMBALANCE_NOTE = 10.0
 # Classes shown in the distribution plot / measured values at most (a vocabulary is summarised).
 MAX_CLASSES_SHOWN = 100
-# CrossEntropyLoss's default ignore_index.
-IGNORE_INDEX = -100
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
-def label_problem(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> str | None:
-    """A sentence describing why integer class ``labels`` do not fit an output of ``num_classes`` classes
-    (labels must be in ``[0, num_classes)``), or None when they fit. Usable on the first batch before any loss
-    is computed (torch's own error is an IndexError on CPU and a device-side assert on CUDA)."""
-    y = labels.reshape(-1)
-    y = y[y != ignore_index]
-    if y.numel() == 0:
-        return None
-    lo, hi = int(y.min()), int(y.max())
-    if lo >= 0 and hi < num_classes:
-        return None
-    msg = f"class labels span {lo}..{hi} but the output has {num_classes} classes: labels must be in [0, {num_classes})"
-    if lo >= 1 and hi == num_classes:
-        msg += "; the labels look 1-based (off by one): subtract 1 (`y = y - 1`)"
-    elif lo >= 0 and hi >= num_classes:
-        msg += f"; the output layer is too narrow for {hi + 1} classes, or the labels are not class indices"
-    elif lo < 0:
-        msg += f"; negative labels other than ignore_index={ignore_index}"
-    return msg
-
-
-def first_batch_label_error(ctx: Context, output: Any, target: Any) -> str | None:
-    """For the core's preflight: the label problem of the first batch (``label_problem``) when the loss is
-    cross-entropy, else None. Meant to run *before* the first loss call, whose IndexError (CPU) or device-side
-    assert (CUDA, which also poisons the CUDA context) is far less clear."""
-    num_classes = _num_classes(ctx, output)
-    if num_classes is None or not is_class_target(target):
-        return None
-    return label_problem(target, num_classes, _ignore_index(ctx.loss_fn))
-
-
-def is_class_target(t: Any) -> bool:
-    return isinstance(t, torch.Tensor) and not t.is_floating_point() and t.dtype != torch.bool
-
-
 def feature_stats(x: torch.Tensor) -> tuple[float, float]:
     """(max |mean|, max std) over features / channels: dim 1 of (B, F) and (B, C, H, W), the last dim of
     (B, T, F) sequences."""
@@ -135,15 +72,6 @@ def sample_keys(tensors: list[torch.Tensor], batch_size: int) -> list[bytes] | N
     return [h.digest() for h in hashes]
 
 
-def duplicate_fraction(tensors: list[torch.Tensor], batch_size: int) -> float:
-    """Fraction of samples that repeat an earlier sample of the same batch (exact equality on every input tensor);
-    0 when no tensor has the batch dimension."""
-    keys = sample_keys(tensors, batch_size)
-    if keys is None or batch_size < 2:
-        return 0.0
-    return 1.0 - len(set(keys)) / batch_size
-
-
 def cross_batch_repeats(keys_per_batch: list[list[bytes]]) -> tuple[float, float]:
     """(fraction of the batches 1.. that repeat an earlier batch exactly, fraction of the samples of batches 1..
     that repeat a sample of an earlier batch)."""
@@ -172,7 +100,7 @@ def feature_dim(t: torch.Tensor) -> int | None:
 
 
 def has_batchnorm(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [n for n, m in model.named_modules() if is_batchnorm(m)]
 
 
 def loader_last_batch(data: Any) -> tuple[int, int, bool] | None:
@@ -408,7 +336,7 @@ def widen_hint(scan: Scan, model: nn.Module, out_layer: str) -> str:
     return f"If the labels are right, give the output layer {n} outputs (one per class, max label + 1); {remap}"
 
 
-def shuffle_finding(scan: Scan, p: dict[str, Any]) -> Finding | None:
+def shuffle_finding(scan: Scan, p: Params) -> Finding | None:
     """Fail when most batches hold a single class while the data holds several (sorted, unshuffled data)."""
     if scan.counts is None or scan.multi_label_batches < 2:
         return None
@@ -419,7 +347,7 @@ def shuffle_finding(scan: Scan, p: dict[str, Any]) -> Finding | None:
     prior = scan.counts.double() / scan.counts.sum()
     sizes = [s for s in scan.sizes if s >= 2] or [2]
     expected = float((prior.unsqueeze(1) ** torch.tensor(sizes, dtype=torch.float64)).sum(0).mean())
-    if frac >= p["single_class_frac"] and expected < SINGLE_CLASS_EXPECTED:
+    if frac >= p.single_class_frac and expected < SINGLE_CLASS_EXPECTED:
         return Finding(
             "fail",
             f"{scan.single_class}/{scan.multi_label_batches} batches hold a single class while the data holds "
@@ -431,7 +359,7 @@ def shuffle_finding(scan: Scan, p: dict[str, Any]) -> Finding | None:
 
 
 def input_findings(
-    ctx: Context, batches: list[Any], targets: list[Any], p: dict[str, Any]
+    ctx: Context, batches: list[Any], targets: list[Any], p: Params
 ) -> tuple[list[Finding], dict[str, Any]]:
     """Scale, raw pixels, constant inputs and duplicated samples, on the cached batches."""
     found: list[Finding] = []
@@ -465,13 +393,13 @@ def input_findings(
             dup = max(dup, 1.0 - len(set(keys)) / len(keys) if len(keys) >= 2 else 0.0)
             keys_per_batch.append(keys)
     cross, cross_samples = cross_batch_repeats(keys_per_batch)
-    if len(keys_per_batch) >= 2 and cross > p["cross_dup_fail"] and not constant:  # constant: warned below
+    if len(keys_per_batch) >= 2 and cross > p.cross_dup_fail and not constant:  # constant: warned below
         later = len(keys_per_batch) - 1
         found.append(
             Finding(
                 "fail",
                 f"{round(cross * later)} of batches 1..{later} repeat an earlier batch exactly ({cross:.0%}, "
-                f"expected <= {p['cross_dup_fail']:.0%}; {cross_samples:.0%} of their samples were seen before): "
+                f"expected <= {p.cross_dup_fail:.0%}; {cross_samples:.0%} of their samples were seen before): "
                 "the same batch is fed again and again, the model memorises a few samples",
                 "Build the batches from the whole dataset: `DataLoader(dataset, batch_size=..., shuffle=True)` "
                 "created once, not `[(x, y)] * n` or a loader re-created with the same seed at every step. "
@@ -497,22 +425,22 @@ def input_findings(
                 "`x = (x / 255 - mean) / std`.",
             )
         )
-    elif max_mean > p["scale_warn"] or max_std > p["scale_warn"]:
+    elif max_mean > p.scale_warn or max_std > p.scale_warn:
         found.append(
             Finding(
                 "warn",
                 f"inputs look unnormalised: a feature has |mean| {max_mean:.3g} / std {max_std:.3g} "
-                f"(expected <= {p['scale_warn']:g}; input {worst})",
+                f"(expected <= {p.scale_warn:g}; input {worst})",
                 "Standardise every input feature with statistics of the training set: "
                 "`x = (x - mean) / std` with `mean, std = x_train.mean(0), x_train.std(0)` (sklearn's "
                 "StandardScaler), or transforms.Normalize for images.",
             )
         )
-    if floats and not constant and max(max_std, max_mean) < p["tiny_std_warn"]:
+    if floats and not constant and max(max_std, max_mean) < p.tiny_std_warn:
         found.append(
             Finding(
                 "warn",
-                f"every float input feature has |mean| and std below {p['tiny_std_warn']:g} (largest std "
+                f"every float input feature has |mean| and std below {p.tiny_std_warn:g} (largest std "
                 f"{max_std:.3g}, |mean| {max_mean:.3g}): a unit error (e.g. micro-units), the first layer sees ~0 "
                 "input",
                 "Standardise the inputs with training-set statistics: `x = (x - x_train.mean(0)) / x_train.std(0)`, "
@@ -528,12 +456,12 @@ def input_findings(
                 "wrong tensor is yielded.",
             )
         )
-    elif dup > p["dup_warn"]:
+    elif dup > p.dup_warn:
         found.append(
             Finding(
                 "warn",
                 f"{dup:.0%} of the samples of a batch repeat another sample of that batch (expected <= "
-                f"{p['dup_warn']:.0%})",
+                f"{p.dup_warn:.0%})",
                 "Check that the dataset's __getitem__ uses its index (`return self.x[idx], self.y[idx]`) and that "
                 "batches are not built from one repeated sample (`[x] * batch_size`).",
             )
@@ -574,7 +502,7 @@ def unshifted_targets(
     targets: list[Any],
     embedded: list[list[torch.Tensor]],
     ignore_index: int,
-    p: dict[str, Any],
+    p: Params,
 ) -> Finding | None:
     """Next-token targets equal to the tokens embedded at the same positions ((B, T) ids, (B, T, C) outputs)."""
     best = 0.0
@@ -587,7 +515,7 @@ def unshifted_targets(
             frac = copy_fraction(t, y, ignore_index)
             if frac is not None:
                 best = max(best, frac)
-    if best < p["no_shift_fail"]:
+    if best < p.no_shift_fail:
         return None
     status = "fail" if ctx.setup.causal else "warn"
     why = (
@@ -598,7 +526,7 @@ def unshifted_targets(
     return Finding(
         status,
         f"{best:.0%} of the target positions hold the token the model embeds at the same position "
-        f"(expected < {p['no_shift_fail']:.0%} for next-token targets): {why}",
+        f"(expected < {p.no_shift_fail:.0%} for next-token targets): {why}",
         "Shift the targets by one position in your `forward(model, batch)`: feed tokens 0..T-2 and predict tokens "
         "1..T-1, `return model(ids[:, :-1]), ids[:, 1:]`.",
     )
@@ -671,21 +599,6 @@ def distribution(scan: Scan, num_classes: int | None) -> tuple[dict[str, Any], l
     return measured, notes, series
 
 
-def _ignore_index(loss_fn: Any) -> int:
-    inner = loss_fn
-    while hasattr(inner, "inner"):
-        inner = inner.inner
-    return int(getattr(inner, "ignore_index", IGNORE_INDEX))
-
-
-def _num_classes(ctx: Context, out: Any) -> int | None:
-    if ctx.loss_kind != "ce" or not isinstance(out, torch.Tensor):
-        return None
-    if isinstance(ctx.loss_fn, SequenceCrossEntropy) or out.dim() == 2:
-        return int(out.shape[-1])
-    return int(out.shape[1]) if out.dim() >= 2 else None
-
-
 def _output_layer_name(model: nn.Module, num_classes: int | None) -> str:
     if num_classes is None:
         return ""
@@ -699,24 +612,91 @@ def _cpu(obj: Iterable[Any]) -> list[Any]:
     return [o.detach().cpu() if isinstance(o, torch.Tensor) else o for o in obj]
 
 
-@probe(
-    "data",
-    title="Data sanity",
-    order=5,
-    params={
-        "input_batches": INPUT_BATCHES,
-        "max_scan_batches": MAX_SCAN_BATCHES,
-        "max_scan_s": MAX_SCAN_S,
-        "scale_warn": SCALE_WARN,
-        "dup_warn": DUP_WARN,
-        "cross_dup_fail": CROSS_DUP_FAIL,
-        "tiny_std_warn": TINY_STD_WARN,
-        "no_shift_fail": NO_SHIFT_FAIL,
-        "single_class_frac": SINGLE_CLASS_FRAC,
-    },
-    fast={"input_batches": 4, "max_scan_batches": 200, "max_scan_s": 3.0},
-)
-def data(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of data (`[tool.nncheck.probes.data]`)."""
+
+    input_batches: int = param(
+        8,
+        fast=4,
+        source=("Batches whose inputs are checked for scale and duplicates (the context caches at most 8)."),
+    )
+    max_scan_batches: int = param(
+        1000,
+        fast=200,
+        source=(
+            "Bounds of the scan over the whole data (to see every label and the last batch): a DataLoader over a "
+            "few thousand samples is read in well under a second; past these bounds the probe says where it "
+            "stopped."
+        ),
+    )
+    max_scan_s: float = param(
+        10.0,
+        fast=3.0,
+        source=(
+            "Bounds of the scan over the whole data (to see every label and the last batch): a DataLoader over a "
+            "few thousand samples is read in well under a second; past these bounds the probe says where it "
+            "stopped."
+        ),
+    )
+    scale_warn: float = param(
+        10.0,
+        source=(
+            "Inputs look unnormalised when a feature / channel has |mean| or std above this (issue 5; LeCun et "
+            'al. 1998, "Efficient BackProp": inputs should have mean ~0 and comparable variance ~1).'
+        ),
+    )
+    dup_warn: float = param(
+        0.5,
+        source=(
+            "Warn when more than this fraction of a batch's samples repeat an earlier sample of the same batch (a "
+            "dataset whose __getitem__ ignores its index, `[x] * B`). Measured: correct examples have 0 "
+            "duplicates."
+        ),
+    )
+    cross_dup_fail: float = param(
+        0.5,
+        source=(
+            "Fail when more than this fraction of the cached batches after the first are an exact repeat (same "
+            "samples, same order) of an earlier batch (`[(x, y)] * 8`, a loader re-created with the same seed "
+            "every step). Judged per batch, not per sample: a dataset with few distinct samples repeats samples "
+            "across batches legitimately (held-out b_lm_no_shift.py's synthetic data has 48 distinct sequences: "
+            "70% of its samples repeat an earlier batch's, yet no batch repeats). Measured: 0 repeated batches on "
+            "every correct file of examples/ and checks/ and on the held-out a_*.py; 7/7 on held-out "
+            "b_same_batch_repeated.py. 50% tolerates a data() that wraps into a second epoch early."
+        ),
+    )
+    tiny_std_warn: float = param(
+        0.001,
+        source=(
+            "Inputs whose every float feature has |mean| and std below this look like a unit error (micro-units, "
+            "a value divided twice): standardised features have std ~1 (LeCun et al. 1998); the largest feature "
+            "std of every correct file of examples/ and checks/ is > 0.05; held-out b_inputs_1e-6.py has std "
+            "~2e-6, |mean| ~1e-6. Weights would have to grow 1e3x to use such inputs. (|mean| too: a batch of one "
+            "repeated sample has std 0 but a normal mean.)"
+        ),
+    )
+    no_shift_fail: float = param(
+        0.9,
+        source=(
+            "Next-token targets not shifted: fail when at least this fraction of the target positions equal the "
+            "token embedded at the same position (a causal model then learns to copy its input). Measured: "
+            "held-out b_lm_no_shift.py 100%, the correct LMs (examples/tiny_lm, held-out a_tied_lm) and seq2seq "
+            "(held-out a_seq2seq_*) < 15% (chance repeats of a token); 90% allows ignore_index-free padding runs."
+        ),
+    )
+    single_class_frac: float = param(
+        0.5,
+        source=(
+            "Unshuffled: fail when at least this fraction of the scanned batches hold a single class while the "
+            "data holds several, and shuffled data would produce such batches rarely (expected fraction below "
+            "SINGLE_CLASS_EXPECTED)."
+        ),
+    )
+
+
+@probe("data", title="Data sanity", order=5, params=Params)
+def data(ctx: Context, p: Params) -> Result:
     """Checks the batches themselves: labels, NaNs, class balance, shuffling, input scale, duplicates, last batch.
 
     What it does:
@@ -761,9 +741,8 @@ def data(ctx: Context) -> Result:
         Labels 1..5 for a 5-way classifier: fail, "class labels span 1..5 but the output has 5 classes:
         labels must be in [0, 5); the labels look 1-based (off by one): subtract 1".
     """
-    p = ctx.params
-    batches = ctx.batches(int(p["input_batches"]))
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    batches = ctx.batches(p.input_batches)
+    model = without_dropout(ctx.fresh_model(train=True))
     outs: list[Any] = []
     targets: list[Any] = []
     embedded: list[list[torch.Tensor]] = []
@@ -778,10 +757,10 @@ def data(ctx: Context) -> Result:
                 y = b[1] if isinstance(b, (tuple, list)) and len(b) == 2 else None
             targets.append(y)
             embedded.append(list(seen))
-    num_classes = _num_classes(ctx, outs[0])
+    num_classes = ctx.num_classes(outs[0])
     if num_classes is None and ctx.loss_kind == "bce":
         num_classes = 2  # per-sample 0/1 targets are read as classes 0 and 1 (shuffling, balance)
-    ignore = _ignore_index(ctx.loss_fn)
+    ignore = losses.ignore_index(ctx.loss_fn)
     out_layer = _output_layer_name(model, num_classes)
 
     scan = scan_data(
@@ -789,8 +768,8 @@ def data(ctx: Context) -> Result:
         num_classes,
         ignore,
         read_targets=not ctx.setup.custom_forward,
-        max_batches=int(p["max_scan_batches"]),
-        max_s=float(p["max_scan_s"]),
+        max_batches=p.max_scan_batches,
+        max_s=p.max_scan_s,
     )
     if ctx.setup.custom_forward:  # targets come from forward() on the cached batches
         for i, y in enumerate(_cpu(targets)):
@@ -846,10 +825,10 @@ def data(ctx: Context) -> Result:
     }
     expected = {
         "labels_in": f"[0, {num_classes})" if num_classes else None,
-        "input_max_abs_mean": p["scale_warn"],
-        "input_max_std": p["scale_warn"],
-        "duplicate_fraction_max": p["dup_warn"],
-        "single_class_batches_max_fraction": p["single_class_frac"],
+        "input_max_abs_mean": p.scale_warn,
+        "input_max_std": p.scale_warn,
+        "duplicate_fraction_max": p.dup_warn,
+        "single_class_batches_max_fraction": p.single_class_frac,
         "last_batch_size_min_with_batchnorm": 2,
     }
     if scan.stopped_why:

@@ -13,15 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, code_path, iter_tensors, map_tensors
-from nncheck.probes import probe
+from nncheck.context import Context
+from nncheck.modelgraph import code_path
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed
+from nncheck.tensors import iter_tensors, map_tensors
 
-# Training steps run twice from the same seed (issue 3: "K training steps (default 5)"). Every broken setup in
-# checks/ already differs at step 1; 2 steps keep the verdicts under --budget fast.
-STEPS = 5
-# Batches of data() compared between two calls (issue 3: "the first 3 batches").
-DATA_BATCHES = 3
 # How many differing tensors a message names.
 MAX_NAMED = 3
 
@@ -389,14 +386,25 @@ def _iter_hint_lines(ctx: Context, broke: list[str], op: OpProbe | None) -> Iter
 
 
 # ---------------------------------------------------------------------------------------------- probe
-@probe(
-    "determinism",
-    title="Determinism under a fixed seed",
-    order=60,
-    params={"steps": STEPS, "data_batches": DATA_BATCHES},
-    fast={"steps": 2},
-)
-def determinism(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of determinism (`[tool.nncheck.probes.determinism]`)."""
+
+    steps: int = param(
+        5,
+        fast=2,
+        source=(
+            'Training steps run twice from the same seed (issue 3: "K training steps (default 5)"). Every broken '
+            "setup in checks/ already differs at step 1; 2 steps keep the verdicts under --budget fast."
+        ),
+    )
+    data_batches: int = param(
+        3, source='Batches of data() compared between two calls (issue 3: "the first 3 batches").'
+    )
+
+
+@probe("determinism", title="Determinism under a fixed seed", order=60, params=Params)
+def determinism(ctx: Context, p: Params) -> Result:
     """Checks that one seed gives one model, one data order and one training run.
 
     What it does:
@@ -428,8 +436,7 @@ def determinism(ctx: Context) -> Result:
         `def model(): net = MLP(); rng = np.random.default_rng(); net.fc.weight.data = torch.tensor(rng.normal(...))`
         gives two different models: fail, "model() is not deterministic: fc.weight (max |diff| 2.1)".
     """
-    p = ctx.params
-    steps = max(1, int(p["steps"]))
+    steps = max(1, p.steps)
     measured: dict[str, Any] = {"device": str(ctx.device)}
     broke: list[str] = []
 
@@ -445,7 +452,7 @@ def determinism(ctx: Context) -> Result:
             measured["model_differing_tensors"] = m.names
 
     # (2) data
-    d = check_data(ctx, int(p["data_batches"]))
+    d = check_data(ctx, p.data_batches)
     measured["data"] = "equal" if d.equal else "differs"
     measured["data_detail"] = d.detail
     if not d.equal:
@@ -500,7 +507,7 @@ def determinism(ctx: Context) -> Result:
         )
     if nonfinite is not None:
         return passed(
-            f"model and first {int(p['data_batches'])} batches reproducible under one seed; training not compared "
+            f"model and first {p.data_batches} batches reproducible under one seed; training not compared "
             f"(non-finite loss at step {nonfinite}: run `nncheck run {ctx.setup.path} --only numerics`)",
             measured=measured,
             expected=expected,
@@ -512,7 +519,7 @@ def determinism(ctx: Context) -> Result:
             "Call `torch.use_deterministic_algorithms(True)` if you need bitwise reproducibility."
         )
     return passed(
-        f"reproducible: model, first {int(p['data_batches'])} batches and {steps} training steps equal under one seed",
+        f"reproducible: model, first {p.data_batches} batches and {steps} training steps equal under one seed",
         measured=measured,
         expected=expected,
         notes=notes,

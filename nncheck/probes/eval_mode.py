@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, code_path, forward_hooks, iter_tensors
-from nncheck.probes import probe
+from nncheck.context import Context
+from nncheck.modelgraph import code_path, forward_hooks, is_batchnorm, is_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
+from nncheck.tensors import iter_tensors
 
 # Thresholds.
 # Two outputs are "identical" when max |a - b| <= SAME_TOL x max(1, max |a|). Deterministic kernels repeat a
@@ -80,7 +82,7 @@ def _bn_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
     return {
         n: m
         for n, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+        if is_batchnorm(m) and m.track_running_stats and m.running_mean is not None
     }
 
 
@@ -154,15 +156,30 @@ def _active(calls: list[Call]) -> tuple[list[str], list[str]]:
     """Names of the dropout (p > 0) and running-stats BatchNorm modules that ran."""
     drops, bns = [], []
     for name, mod, _, _ in calls:
-        if isinstance(mod, nn.modules.dropout._DropoutNd) and mod.p > 0 and name not in drops:
+        if is_dropout(mod) and mod.p > 0 and name not in drops:
             drops.append(name)
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.track_running_stats and name not in bns:
+        if is_batchnorm(mod) and mod.track_running_stats and name not in bns:
             bns.append(name)
     return drops, bns
 
 
-@probe("eval-mode", title="Train / eval mode switching", order=100, params={"same_tol": SAME_TOL}, fast={})
-def eval_mode(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of eval-mode (`[tool.nncheck.probes.eval-mode]`)."""
+
+    same_tol: float = param(
+        1e-06,
+        source=(
+            'Thresholds. Two outputs are "identical" when max |a - b| <= SAME_TOL x max(1, max |a|). '
+            "Deterministic kernels repeat a forward bit for bit on CPU; the margin leaves room for GPU "
+            "reductions. Dropout changes outputs by O(0.1-1) (measured on checks/: >= 0.05 relative for p = 0.1), "
+            "nine orders of magnitude above it."
+        ),
+    )
+
+
+@probe("eval-mode", title="Train / eval mode switching", order=100, params=Params)
+def eval_mode(ctx: Context, p: Params) -> Result:
     """Checks that `model.eval()` makes the forward deterministic and freezes BatchNorm, and `model.train()` undoes it.
 
     What it does:
@@ -198,7 +215,7 @@ def eval_mode(ctx: Context) -> Result:
         `h = F.dropout(h, 0.5)` in `Block.forward`: fail, two eval forwards differ by 0.84, the randomness is
         inside `blocks.0` (Block); hint: `F.dropout(h, 0.5, training=self.training)`.
     """
-    tol = float(ctx.params["same_tol"])
+    tol = p.same_tol
     batch = ctx.batch()
     fails: list[tuple[str, str]] = []
     warns: list[tuple[str, str]] = []

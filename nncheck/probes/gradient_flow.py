@@ -10,26 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, code_path, output_layer
-from nncheck.probes import probe
+from nncheck.context import Context
+from nncheck.modelgraph import code_path
 from nncheck.probes._blockers import Blocker, find_blockers
 from nncheck.probes._locate import nonfinite_counts, param_path
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
 from nncheck.setup import Batch
 
-# Vanishing gradients: the first layer's ||grad|| / ||weight|| (weight and bias of one module together, DESIGN.md
-# §6) below 1e-4 x the largest module's (issue 5). Measured at init: a 20-layer sigmoid MLP (checks/
-# gradient_flow_deep_sigmoid.py) gives 4e-17; the correct setups (examples/ + checks/*_ok.py, seeds 0-2) stay at
-# or above 1.9e-3 (examples/residual_cnn.py; embedding_bag 2.5e-3, tiny_lm 8.5e-3, the rest >= 0.05).
-VANISH_RATIO = 1e-4
-# Exploding gradients: the first layer's ratio above 1e3 x the output layer's (issue 5, symmetric to vanishing:
-# gradients growing geometrically towards the input), or any non-finite gradient. Correct setups stay <= 5.7
-# (examples/regression.py; all others <= 1).
-EXPLODE_RATIO = 1e3
-# Training steps at most: a parameter must receive a non-zero gradient within them. One step is enough unless
-# something is zero-initialised (a zero output layer, ReZero's alpha = 0): then the next step sees the gradient.
-STEPS = 3
-FAST_STEPS = 2
 # Batches the steps cycle over: the first ones, which the earlier probes already read (the context caches them).
 BATCHES = 2
 # Names listed in a message at most (all of them are in `measured`).
@@ -232,7 +220,7 @@ def _frozen_output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[
     """(message, hint) when the output layer is entirely frozen while earlier modules train: an inverted freezing
     condition (meant: freeze the backbone, train the head). A frozen backbone with a trainable head, and a head
     tied to a trainable embedding, pass."""
-    found = output_layer(ctx, model, batch)
+    found = ctx.output_layer(model, batch)
     if found is None:
         return None
     name, layer = found
@@ -267,14 +255,41 @@ def _listed(names: list[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-@probe(
-    "gradient-flow",
-    title="Gradient flow",
-    order=25,
-    params={"steps": STEPS, "vanish_ratio": VANISH_RATIO, "explode_ratio": EXPLODE_RATIO},
-    fast={"steps": FAST_STEPS},
-)
-def gradient_flow(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of gradient-flow (`[tool.nncheck.probes.gradient-flow]`)."""
+
+    steps: int = param(
+        3,
+        fast=2,
+        source=(
+            "Training steps at most: a parameter must receive a non-zero gradient within them. One step is enough "
+            "unless something is zero-initialised (a zero output layer, ReZero's alpha = 0): then the next step "
+            "sees the gradient."
+        ),
+    )
+    vanish_ratio: float = param(
+        0.0001,
+        source=(
+            "Vanishing gradients: the first layer's ||grad|| / ||weight|| (weight and bias of one module "
+            "together, DESIGN.md §6) below 1e-4 x the largest module's (issue 5). Measured at init: a 20-layer "
+            "sigmoid MLP (checks/ gradient_flow_deep_sigmoid.py) gives 4e-17; the correct setups (examples/ + "
+            "checks/*_ok.py, seeds 0-2) stay at or above 1.9e-3 (examples/residual_cnn.py; embedding_bag 2.5e-3, "
+            "tiny_lm 8.5e-3, the rest >= 0.05)."
+        ),
+    )
+    explode_ratio: float = param(
+        1000.0,
+        source=(
+            "Exploding gradients: the first layer's ratio above 1e3 x the output layer's (issue 5, symmetric to "
+            "vanishing: gradients growing geometrically towards the input), or any non-finite gradient. Correct "
+            "setups stay <= 5.7 (examples/regression.py; all others <= 1)."
+        ),
+    )
+
+
+@probe("gradient-flow", title="Gradient flow", order=25, params=Params)
+def gradient_flow(ctx: Context, p: Params) -> Result:
     """Checks that every trainable parameter receives a gradient, is in the optimizer and is updated.
 
     What it does:
@@ -314,8 +329,7 @@ def gradient_flow(ctx: Context) -> Result:
         state_dict() and .to(device)) does not see them"; hint "register `hidden`: `self.hidden =
         nn.ModuleList([...])`".
     """
-    p = ctx.params
-    steps = max(1, int(p["steps"]))
+    steps = max(1, p.steps)
     batches = ctx.batches(min(steps, BATCHES))
     model = ctx.fresh_model(train=True)
     named = list(model.named_parameters())
@@ -323,7 +337,7 @@ def gradient_flow(ctx: Context) -> Result:
     frozen = [n for n, t in named if not t.requires_grad]
     hidden = hidden_trainables(model)
     if not trainable and not hidden:
-        out = output_layer(ctx, model, batches[0])
+        out = ctx.output_layer(model, batches[0])
         head = code_path(out[0], model) if out else "model"
         return failed(
             "the model has no trainable parameter" + (f" ({len(frozen)} frozen)" if frozen else ""),
@@ -403,8 +417,8 @@ def gradient_flow(ctx: Context) -> Result:
         "not_in_optimizer": [],
         "no_gradient": [],
         "zero_gradient": [],
-        "first_over_max_ratio_min": p["vanish_ratio"],
-        "first_over_last_ratio_max": p["explode_ratio"],
+        "first_over_max_ratio_min": p.vanish_ratio,
+        "first_over_last_ratio_max": p.explode_ratio,
     }
     series = _series(table)
     notes = [f"frozen (requires_grad=False): {_listed(pp(frozen))}"] if frozen else []
@@ -477,7 +491,7 @@ def gradient_flow(ctx: Context) -> Result:
 
     cmd = f"nncheck run {ctx.setup.path} --only numerics"
     warnings, whints = _depth_warnings(
-        table, {param_path(n, model) for n in nonfinite}, p["vanish_ratio"], p["explode_ratio"], cmd
+        table, {param_path(n, model) for n in nonfinite}, p.vanish_ratio, p.explode_ratio, cmd
     )
     frozen_head = _frozen_output_layer(ctx, model, batches[0])
     if frozen_head is not None:

@@ -3,65 +3,30 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nncheck.context import Context, FloatTargetLoss, SqueezedLoss, code_path, execution_order, output_layer
-from nncheck.probes import probe
+from nncheck.context import Context
+from nncheck.losses import is_nll, log_prob_dim, uninformed_output
+from nncheck.modelgraph import code_path, without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
 
-# Thresholds (Karpathy, "A Recipe for Training Neural Networks": "verify loss @ init"; cs231n: a softmax
-# classifier with small weights starts at -log(1/C)). L_zero is the loss of an all-zero output.
-# L0 above 2 x L_zero: logits / outputs are large at init (overconfident, exploding). Calibrated on checks/:
-# logits scaled 10x at init give ratios 3-20; every correct example stays below 1.15.
-FAIL_RATIO = 2.0
-# L0 above 1.25 x L_zero: noticeably worse than chance, usually a too-large init scale of the output layer.
-WARN_RATIO = 1.25
-# Squared-error losses (MSE) compare squares: 1.25x in MSE is only 1.12x in RMS error, and a default-initialised
-# output layer adds its own output variance to the targets' (L0 = E[y^2] + Var(out) for an output independent of
-# the targets), so MSE ratios spread widely on correct setups: held-out a_tcn_regression.py (causal dilated Conv1d,
-# default init) measures 0.51 / 1.08 / 1.31 on seeds 0-2, examples/regression.py 0.0013 (targets far from 0:
-# the all-zero output is a poor reference there). The MSE warn
-# line is the same 25% tolerance taken on the RMS error: 1.25^2 = 1.5625 (the fail line 2.0 = 1.41x RMS is kept).
-MSE_WARN_RATIO = 1.25**2
 # Elementwise activations that can end a regression model: the uninformed output is the activation of a zero input
 # (sigmoid(0) = 0.5, tanh(0) = 0, softplus(0) = log 2), not 0 (held-out a_conv_autoencoder.py: sigmoid output,
 # MSE on [0, 1] images, ratio 1.49-1.99 to an all-zero output, 0.91 / 1.05 / 1.21 to an all-0.5 output, seeds 0-2).
 FINAL_ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardsigmoid, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.ELU)
-# L0 below 0.5 x L_prior (the best constant prediction) before any training: the inputs leak the labels,
-# or the loss is mis-scaled (e.g. divided by the batch size twice).
-LOW_RATIO = 0.5
-# Outputs that are log-probabilities (LogSoftmax before NLLLoss: every row's logsumexp is 0) know nothing when they
-# are uniform, -log C, not when they are zero (a log-probability of 0 is a certainty, which NLLLoss scores 0).
-LOG_PROB_TOL = 1e-3
 # Steps of the constant fit that estimates L_prior for a loss nncheck does not know.
 PRIOR_FIT_STEPS = 200
-
-
-def _log_prob_dim(out: torch.Tensor) -> int | None:
-    """The class dimension of an output of log-probabilities (every logsumexp over it is 0), else None."""
-    if out.is_floating_point() and out.dim() >= 2 and bool((out <= 0).all()):
-        for dim in sorted({1, out.dim() - 1}):
-            if bool((out.logsumexp(dim).abs() < LOG_PROB_TOL).all()):
-                return dim
-    return None
-
-
-def _uninformed(out: torch.Tensor) -> torch.Tensor:
-    """The output of a model that knows nothing: all zeros (logits, regression), or uniform log-probabilities."""
-    dim = _log_prob_dim(out)
-    if dim is not None:
-        return torch.full_like(out, -math.log(out.shape[dim]))
-    return torch.zeros_like(out)
 
 
 def _final_activation(ctx: Context, model: nn.Module, batch: object) -> tuple[str, nn.Module] | None:
     """The elementwise activation whose output is the model output (a regression head ending in a sigmoid)."""
     if ctx.loss_kind in ("ce", "bce"):
         return None
-    runs = execution_order(ctx, model, batch)
+    runs = ctx.execution_order(model, batch)
     if len(runs) < 2:
         return None
     name, module, out = runs[-2]
@@ -73,19 +38,12 @@ def _final_activation(ctx: Context, model: nn.Module, batch: object) -> tuple[st
     return name, module
 
 
-def _is_nll(loss: object) -> bool:
-    """``nn.NLLLoss`` / ``F.nll_loss`` (possibly wrapped by nncheck's target adapters)."""
-    while isinstance(loss, (SqueezedLoss, FloatTargetLoss)):
-        loss = loss.inner
-    return isinstance(loss, nn.NLLLoss) or loss is F.nll_loss
-
-
 def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
     """Loss of the best constant prediction: label entropy for CE, Var(y) for MSE, binary entropy for BCE;
     for other losses a constant output fitted by gradient descent on the same batches."""
     # NLLLoss on log-probabilities is cross-entropy: its best constant prediction is the label prior too (the
     # constant fit below would need PRIOR_FIT_STEPS steps for it). NLLLoss on raw scores has no such bound.
-    nll_on_log_probs = _is_nll(ctx.loss_fn) and all(_log_prob_dim(o) is not None for o in outs)
+    nll_on_log_probs = is_nll(ctx.loss_fn) and all(log_prob_dim(o) is not None for o in outs)
     if ctx.loss_kind == "ce" or nll_on_log_probs:
         labels = torch.cat([y.reshape(-1) for y in ys]).long()
         labels = labels[labels >= 0]  # ignore_index-style padding
@@ -143,20 +101,52 @@ def _verdict_hint(layer: str | None, kind: str, model: nn.Module, act: tuple[str
     )
 
 
-@probe(
-    "initial-loss",
-    title="Loss at initialisation",
-    order=10,
-    params={
-        "batches": 4,
-        "fail_ratio": FAIL_RATIO,
-        "warn_ratio": WARN_RATIO,
-        "mse_warn_ratio": MSE_WARN_RATIO,
-        "low_ratio": LOW_RATIO,
-    },
-    fast={"batches": 2},
-)
-def initial_loss(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of initial-loss (`[tool.nncheck.probes.initial-loss]`)."""
+
+    batches: int = param(
+        4, fast=2, source="Batches averaged: the loss at init of a few batches, so one unusual batch does not decide."
+    )
+    fail_ratio: float = param(
+        2.0,
+        source=(
+            'Thresholds (Karpathy, "A Recipe for Training Neural Networks": "verify loss @ init"; cs231n: a '
+            "softmax classifier with small weights starts at -log(1/C)). L_zero is the loss of an all-zero "
+            "output. L0 above 2 x L_zero: logits / outputs are large at init (overconfident, exploding). "
+            "Calibrated on checks/: logits scaled 10x at init give ratios 3-20; every correct example stays below "
+            "1.15."
+        ),
+    )
+    warn_ratio: float = param(
+        1.25,
+        source=(
+            "L0 above 1.25 x L_zero: noticeably worse than chance, usually a too-large init scale of the output layer."
+        ),
+    )
+    mse_warn_ratio: float = param(
+        1.25**2,
+        source=(
+            "Squared-error losses (MSE) compare squares: 1.25x in MSE is only 1.12x in RMS error, and a "
+            "default-initialised output layer adds its own output variance to the targets' (L0 = E[y^2] + "
+            "Var(out) for an output independent of the targets), so MSE ratios spread widely on correct setups: "
+            "held-out a_tcn_regression.py (causal dilated Conv1d, default init) measures 0.51 / 1.08 / 1.31 on "
+            "seeds 0-2, examples/regression.py 0.0013 (targets far from 0: the all-zero output is a poor "
+            "reference there). The MSE warn line is the same 25% tolerance taken on the RMS error: 1.25^2 = "
+            "1.5625 (the fail line 2.0 = 1.41x RMS is kept)."
+        ),
+    )
+    low_ratio: float = param(
+        0.5,
+        source=(
+            "L0 below 0.5 x L_prior (the best constant prediction) before any training: the inputs leak the "
+            "labels, or the loss is mis-scaled (e.g. divided by the batch size twice)."
+        ),
+    )
+
+
+@probe("initial-loss", title="Loss at initialisation", order=10, params=Params)
+def initial_loss(ctx: Context, p: Params) -> Result:
     """Checks that the loss at initialisation is what an uninformed model should score.
 
     What it does:
@@ -192,9 +182,8 @@ def initial_loss(ctx: Context) -> Result:
         A 10-class classifier whose last Linear is initialised with std 1 starts at a loss of 15 instead
         of log(10) = 2.30: fail, measured L0 = 15.1, expected <= 4.6.
     """
-    p = ctx.params
-    batches = ctx.batches(int(p["batches"]))
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    batches = ctx.batches(p.batches)
+    model = without_dropout(ctx.fresh_model(train=True))
     act = _final_activation(ctx, model, batches[0])
     outs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
@@ -204,7 +193,7 @@ def initial_loss(ctx: Context) -> Result:
             out, y = ctx.forward(model, b)
             l0 += float(ctx.loss(out, y))
             out_t = ctx.output_tensor(out)
-            reference = act[1](torch.zeros_like(out_t)) if act is not None else _uninformed(out_t)
+            reference = act[1](torch.zeros_like(out_t)) if act is not None else uninformed_output(out_t)
             lzero += float(ctx.loss(reference, y))
             outs.append(out_t.detach())
             ys.append(y)
@@ -218,7 +207,7 @@ def initial_loss(ctx: Context) -> Result:
         if c:
             measured["log_C"] = math.log(c)
     layer = None
-    found = output_layer(ctx, model, batches[0], exact=True)
+    found = ctx.output_layer(model, batches[0], exact=True)
     if found:
         layer = found[0] or None
     where = f" (output layer: {code_path(layer, model)})" if layer else " (no module outputs it: computed in forward())"
@@ -227,8 +216,8 @@ def initial_loss(ctx: Context) -> Result:
         value = float(act[1](torch.zeros(1)))
         zero_name = f"a constant {value:.3g} output ({type(act[1]).__name__} of zero)"
         measured["reference_output"] = value
-    warn_ratio = float(p["mse_warn_ratio"] if ctx.loss_kind == "mse" else p["warn_ratio"])
-    expected = {"L0_max": warn_ratio * lzero, "L0_min": p["low_ratio"] * lprior}
+    warn_ratio = float(p.mse_warn_ratio if ctx.loss_kind == "mse" else p.warn_ratio)
+    expected = {"L0_max": warn_ratio * lzero, "L0_min": p.low_ratio * lprior}
     if not math.isfinite(l0):
         return failed(
             f"loss at init is {l0}: not finite{where}",
@@ -248,11 +237,11 @@ def initial_loss(ctx: Context) -> Result:
         )
     ratio = l0 / lzero
     measured["ratio_to_zero"] = ratio
-    if l0 > p["fail_ratio"] * lzero:
+    if l0 > p.fail_ratio * lzero:
         return failed(
             f"loss at init {l0:.4g} is {ratio:.3g}x the loss of {zero_name} ({lzero:.4g}){where}",
             measured=measured,
-            expected={**expected, "L0_max": p["fail_ratio"] * lzero},
+            expected={**expected, "L0_max": p.fail_ratio * lzero},
             hint=_verdict_hint(layer, ctx.loss_kind, model, act),
         )
     if l0 > warn_ratio * lzero:
@@ -262,7 +251,7 @@ def initial_loss(ctx: Context) -> Result:
             expected=expected,
             hint=_verdict_hint(layer, ctx.loss_kind, model, act),
         )
-    if lprior > 0 and l0 < p["low_ratio"] * lprior:
+    if lprior > 0 and l0 < p.low_ratio * lprior:
         return warned(
             f"loss at init {l0:.4g} is below half the best constant prediction's ({lprior:.4g}) before any training",
             measured=measured,

@@ -9,25 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import MAX_CACHED_BATCHES, Context, ProbeSkip, first_tensor, is_float
-from nncheck.probes import probe
+from nncheck.context import MAX_CACHED_BATCHES, Context, ProbeSkip
+from nncheck.modelgraph import without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
 from nncheck.setup import Batch
+from nncheck.tensors import first_tensor, is_float
 
-# Karpathy, "A Recipe for Training Neural Networks": "train an input-independent baseline (e.g. easiest is to
-# just set all your inputs to zero). This should perform worse than when you actually plug in your data."
-#
-# gap = (L_blank - L_real) / |L_blank|: the share of the blank copy's loss that the real inputs remove.
-# advantage = gap - min(gap at init, 0): at init a random model with real inputs is often *worse* than one with a
-# constant input (its input-dependent outputs are random noise, up to 13% of the loss on the examples); that
-# handicap is credited back, so "A pulls ahead of B" counts even before A's loss is below B's.
-#
-# Measured on checks/ and examples/ (seeds 0-2, full and fast budgets): models that ignore their
-# input (zeros_like(x) / x * 0 in forward, a constant buffer fed instead of x) give advantage 0 exactly (both copies
-# compute the same thing: |L_real - L_blank| < 1e-6); every correct example reaches >= 0.036 on the training
-# batches within 30 steps and >= 0.11 within 60. Fail below 0.01: 4 decades above the noise of input-ignoring
-# models, 3.6x below the slowest correct example at 30 steps.
-FAIL_ADVANTAGE = 0.01
 # Losses of A and B equal to this relative tolerance at every step of the first IDENTICAL_MIN_STEPS: the input has
 # no effect at all (early fail). Even a model whose first layer starts at zero diverges from step 2 (its gradient
 # depends on x), so 5 identical steps are conclusive.
@@ -46,22 +34,12 @@ CLEAR_PASS_TRAIN, CLEAR_PASS_HELDOUT = 0.05, 0.03
 CLEAR_WARN_TRAIN, CLEAR_WARN_HELDOUT = 0.1, -0.1
 # Training batches cycled (one more batch is held out), steps, checkpoint interval. The fast budget (60 steps) is
 # the shortest run that separates the slowest correct example from shuffled labels on the held-out batch.
-TRAIN_BATCHES = 3
 STEPS = 180
-FAST_STEPS = 60
-EVAL_EVERY = 5
-# The shortest run before an early stop.
-MIN_STEPS = 10
 # The shortest run before the "clear memorisation" early stop. Held-out a_vit.py (a correct ViT, 3 training batches)
 # has a held-out advantage of -0.11 at step 25 that recovers later (+0.39..+0.53 with 7 batches and 180 steps):
 # a transformer's held-out loss dips while it first fits the training batches. 60 = the fast budget, where shuffled
 # labels (checks/ii_labels_shuffled.py) are already at -0.075..-0.12.
 MIN_MEMORISATION_STEPS = 60
-# Before warning, the verdict is confirmed by a second run on every cached batch but the held-out one (up to 7) for
-# the full STEPS: more training data lets a correct model generalise (held-out a_vit.py: -0.11 with 3 batches at step
-# 25, +0.39..+0.53 with 7 batches at 180 steps) while labels shuffled independently of the inputs stay below
-# HELDOUT_ADVANTAGE with any amount of data. The confirmation costs up to 2 x STEPS steps, on the warn path only.
-CONFIRM_STEPS = STEPS
 # Neither copy lowered its training loss by this fraction of its initial loss: the model does not train at all (LR,
 # gradient flow), so real-vs-blank says nothing about the input; skip and point to those probes. Measured: the
 # LR-too-low / too-high and vanishing-gradient setups of checks/ stay within 1%; every correct example and every
@@ -186,22 +164,77 @@ HELDOUT_HINT = (
 )
 
 
-@probe(
-    "input-independent",
-    title="Input-independent baseline",
-    order=40,
-    params={
-        "steps": STEPS,
-        "batches": TRAIN_BATCHES,
-        "eval_every": EVAL_EVERY,
-        "min_steps": MIN_STEPS,
-        "fail_advantage": FAIL_ADVANTAGE,
-        "heldout_advantage": HELDOUT_ADVANTAGE,
-        "confirm_steps": CONFIRM_STEPS,
-    },
-    fast={"steps": FAST_STEPS},
-)
-def input_independent(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of input-independent (`[tool.nncheck.probes.input-independent]`)."""
+
+    steps: int = param(
+        180,
+        fast=60,
+        source=(
+            "Training batches cycled (one more batch is held out), steps, checkpoint interval. The fast budget "
+            "(60 steps) is the shortest run that separates the slowest correct example from shuffled labels on "
+            "the held-out batch."
+        ),
+    )
+    batches: int = param(
+        3,
+        source=(
+            "Training batches cycled (one more batch is held out), steps, checkpoint interval. The fast budget "
+            "(60 steps) is the shortest run that separates the slowest correct example from shuffled labels on "
+            "the held-out batch."
+        ),
+    )
+    eval_every: int = param(
+        5,
+        source=(
+            "Training batches cycled (one more batch is held out), steps, checkpoint interval. The fast budget "
+            "(60 steps) is the shortest run that separates the slowest correct example from shuffled labels on "
+            "the held-out batch."
+        ),
+    )
+    min_steps: int = param(10, source="The shortest run before an early stop.")
+    fail_advantage: float = param(
+        0.01,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks": "train an input-independent baseline (e.g. '
+            "easiest is to just set all your inputs to zero). This should perform worse than when you actually "
+            "plug in your data.\"  gap = (L_blank - L_real) / |L_blank|: the share of the blank copy's loss that "
+            "the real inputs remove. advantage = gap - min(gap at init, 0): at init a random model with real "
+            "inputs is often *worse* than one with a constant input (its input-dependent outputs are random "
+            'noise, up to 13% of the loss on the examples); that handicap is credited back, so "A pulls ahead of '
+            "B\" counts even before A's loss is below B's.  Measured on checks/ and examples/ (seeds 0-2, full and "
+            "fast budgets): models that ignore their input (zeros_like(x) / x * 0 in forward, a constant buffer "
+            "fed instead of x) give advantage 0 exactly (both copies compute the same thing: |L_real - L_blank| < "
+            "1e-6); every correct example reaches >= 0.036 on the training batches within 30 steps and >= 0.11 "
+            "within 60. Fail below 0.01: 4 decades above the noise of input-ignoring models, 3.6x below the "
+            "slowest correct example at 30 steps."
+        ),
+    )
+    heldout_advantage: float = param(
+        -0.03,
+        source=(
+            'Held-out advantage below which "A beats B only on the training batches": labels shuffled '
+            "independently of the inputs give -0.075 to -0.12 after 60 steps and -0.31 to -0.36 after 100 "
+            "(memorising noise makes the real-input copy *worse* than the blank one on unseen samples); the "
+            "slowest correct example (EmbeddingBag, seed 2) dips to -0.024 at 30 steps and is back at +0.002 at "
+            "60; all others stay >= 0."
+        ),
+    )
+    confirm_steps: int = param(
+        STEPS,
+        source=(
+            "Before warning, the verdict is confirmed by a second run on every cached batch but the held-out one "
+            "(up to 7) for the full STEPS: more training data lets a correct model generalise (held-out a_vit.py: "
+            "-0.11 with 3 batches at step 25, +0.39..+0.53 with 7 batches at 180 steps) while labels shuffled "
+            "independently of the inputs stay below HELDOUT_ADVANTAGE with any amount of data. The confirmation "
+            "costs up to 2 x STEPS steps, on the warn path only."
+        ),
+    )
+
+
+@probe("input-independent", title="Input-independent baseline", order=40, params=Params)
+def input_independent(ctx: Context, p: Params) -> Result:
     """Checks that the model does better with its real inputs than with inputs set to zero.
 
     What it does:
@@ -244,13 +277,12 @@ def input_independent(ctx: Context) -> Result:
         `def forward(self, x): x = torch.zeros_like(x); return self.net(x)` trains to the label prior:
         fail after 5 steps, L_real 1.6 vs L_blank 1.6, identical at every step: advantage 0.000 < 0.01.
     """
-    p = ctx.params
-    steps, eval_every = max(1, int(p["steps"])), max(1, int(p["eval_every"]))
-    fail_adv, held_adv_min = float(p["fail_advantage"]), float(p["heldout_advantage"])
-    train, held = split_batches(ctx, int(p["batches"]))
+    steps, eval_every = max(1, p.steps), max(1, p.eval_every)
+    fail_adv, held_adv_min = p.fail_advantage, p.heldout_advantage
+    train, held = split_batches(ctx, p.batches)
     if first_tensor(ctx.inputs_of(train[0])) is None:
         raise ProbeSkip("the batch holds no input tensor to blank")
-    run = train_pair(ctx, train, held, steps, eval_every, int(p["min_steps"]))
+    run = train_pair(ctx, train, held, steps, eval_every, p.min_steps)
     la, lb, n = run.la, run.lb, len(train)
     if not math.isfinite(la[-1]):
         raise ProbeSkip(
@@ -308,9 +340,7 @@ def input_independent(ctx: Context) -> Result:
         more = cached[: len(train)] + cached[len(train) + 1 :]
         if len(cached) >= 2 and len(more) > len(train):
             held2 = cached[len(train)]
-            again = train_pair(
-                ctx, more, held2, int(p["confirm_steps"]), eval_every, int(p["min_steps"]), memorisation_stop=False
-            )
+            again = train_pair(ctx, more, held2, p.confirm_steps, eval_every, p.min_steps, memorisation_stop=False)
             measured.update(
                 {
                     "confirm_train_batches": len(more),
@@ -378,7 +408,7 @@ def train_pair(
     """Train A and B from one seed on ``train`` (cycled) for up to ``steps`` steps, with the early stops (the
     confirmation run keeps only the "clear pass" one: it must run the full budget before confirming a warn)."""
     blanks = [ctx.map_inputs(b, blank) for b in train]
-    models = (ctx.without_dropout(ctx.fresh_model()), ctx.without_dropout(ctx.fresh_model()))
+    models = (without_dropout(ctx.fresh_model()), without_dropout(ctx.fresh_model()))
     opts = (ctx.optimizer(models[0]), ctx.optimizer(models[1]))
     run = PairRun()
     init = [eval_pair(ctx, models, b) for b in train]

@@ -9,27 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip, code_path, output_layer
-from nncheck.probes import probe
+from nncheck.context import Context, ProbeSkip
+from nncheck.modelgraph import code_path, without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
 
-# Karpathy, "A Recipe for Training Neural Networks" ("init well": an imbalanced 1:10 dataset -> set the logit bias
-# so the network predicts 0.1 at init; regression with mean 50 -> initialise the final bias to 50); Lin et al. 2017
-# (focal loss, §4.1 "prior" initialisation). Thresholds from issue 3: a prior is "far from uniform" when
-# max p / min p >= 3; fail when the ideal bias would lower the initial loss by > 0.1 nats (CE / BCE) or by more
-# than half (MSE); warn at a quarter of that.
-PRIOR_RATIO = 3.0
-FAIL_GAIN_NATS = 0.1
-WARN_GAIN_NATS = 0.025
-FAIL_GAIN_MSE = 0.5
-WARN_GAIN_MSE = 0.125
-# DESIGN.md §6 "Sampling noise in label priors": the prior is estimated on the first half of the batches and the
-# gain judged on the other half. Measured on balanced 40-class tasks (8 batches of 32, 5 seeds): judged on the same
-# batches the noisy prior "gains" +0.06..+0.09 nats (a warn, nearly a fail); judged on the other half, -0.11..-0.30.
-# examples/imbalanced.py (bias already at log p): held-out gain -0.013..+0.0003 nats. Full: 4 + 4 batches;
-# fast: 2 + 2 (broken checks/ still gain > 0.35 nats / 99%).
-BATCHES = 8
-FAST_BATCHES = 4
 # Additive (Jeffreys) smoothing of class counts, so a class absent from the estimation batches gets a finite log p.
 COUNT_SMOOTHING = 0.5
 # Clamp for BCE priors (log-odds of 1e-4 = -9.2): a label never on in the batches gets a large negative, finite bias.
@@ -247,21 +231,76 @@ def _gain_text(kind: str, gain: float) -> str:
     return f"{100 * gain:.0f}% of the loss" if kind == "mse" else f"{gain:.3f} nats"
 
 
-@probe(
-    "last-layer-bias",
-    title="Output bias at the label prior",
-    order=20,
-    params={
-        "batches": BATCHES,
-        "prior_ratio": PRIOR_RATIO,
-        "fail_gain_nats": FAIL_GAIN_NATS,
-        "warn_gain_nats": WARN_GAIN_NATS,
-        "fail_gain_mse": FAIL_GAIN_MSE,
-        "warn_gain_mse": WARN_GAIN_MSE,
-    },
-    fast={"batches": FAST_BATCHES},
-)
-def last_layer_bias(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of last-layer-bias (`[tool.nncheck.probes.last-layer-bias]`)."""
+
+    batches: int = param(
+        8,
+        fast=4,
+        source=(
+            'DESIGN.md §6 "Sampling noise in label priors": the prior is estimated on the first half of the '
+            "batches and the gain judged on the other half. Measured on balanced 40-class tasks (8 batches of 32, "
+            '5 seeds): judged on the same batches the noisy prior "gains" +0.06..+0.09 nats (a warn, nearly a '
+            "fail); judged on the other half, -0.11..-0.30. examples/imbalanced.py (bias already at log p): "
+            "held-out gain -0.013..+0.0003 nats. Full: 4 + 4 batches; fast: 2 + 2 (broken checks/ still gain > "
+            "0.35 nats / 99%)."
+        ),
+    )
+    prior_ratio: float = param(
+        3.0,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks" ("init well": an imbalanced 1:10 dataset -> set '
+            "the logit bias so the network predicts 0.1 at init; regression with mean 50 -> initialise the final "
+            'bias to 50); Lin et al. 2017 (focal loss, §4.1 "prior" initialisation). Thresholds from issue 3: a '
+            'prior is "far from uniform" when max p / min p >= 3; fail when the ideal bias would lower the '
+            "initial loss by > 0.1 nats (CE / BCE) or by more than half (MSE); warn at a quarter of that."
+        ),
+    )
+    fail_gain_nats: float = param(
+        0.1,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks" ("init well": an imbalanced 1:10 dataset -> set '
+            "the logit bias so the network predicts 0.1 at init; regression with mean 50 -> initialise the final "
+            'bias to 50); Lin et al. 2017 (focal loss, §4.1 "prior" initialisation). Thresholds from issue 3: a '
+            'prior is "far from uniform" when max p / min p >= 3; fail when the ideal bias would lower the '
+            "initial loss by > 0.1 nats (CE / BCE) or by more than half (MSE); warn at a quarter of that."
+        ),
+    )
+    warn_gain_nats: float = param(
+        0.025,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks" ("init well": an imbalanced 1:10 dataset -> set '
+            "the logit bias so the network predicts 0.1 at init; regression with mean 50 -> initialise the final "
+            'bias to 50); Lin et al. 2017 (focal loss, §4.1 "prior" initialisation). Thresholds from issue 3: a '
+            'prior is "far from uniform" when max p / min p >= 3; fail when the ideal bias would lower the '
+            "initial loss by > 0.1 nats (CE / BCE) or by more than half (MSE); warn at a quarter of that."
+        ),
+    )
+    fail_gain_mse: float = param(
+        0.5,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks" ("init well": an imbalanced 1:10 dataset -> set '
+            "the logit bias so the network predicts 0.1 at init; regression with mean 50 -> initialise the final "
+            'bias to 50); Lin et al. 2017 (focal loss, §4.1 "prior" initialisation). Thresholds from issue 3: a '
+            'prior is "far from uniform" when max p / min p >= 3; fail when the ideal bias would lower the '
+            "initial loss by > 0.1 nats (CE / BCE) or by more than half (MSE); warn at a quarter of that."
+        ),
+    )
+    warn_gain_mse: float = param(
+        0.125,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks" ("init well": an imbalanced 1:10 dataset -> set '
+            "the logit bias so the network predicts 0.1 at init; regression with mean 50 -> initialise the final "
+            'bias to 50); Lin et al. 2017 (focal loss, §4.1 "prior" initialisation). Thresholds from issue 3: a '
+            'prior is "far from uniform" when max p / min p >= 3; fail when the ideal bias would lower the '
+            "initial loss by > 0.1 nats (CE / BCE) or by more than half (MSE); warn at a quarter of that."
+        ),
+    )
+
+
+@probe("last-layer-bias", title="Output bias at the label prior", order=20, params=Params)
+def last_layer_bias(ctx: Context, p: Params) -> Result:
     """Checks that the output layer's bias starts at the label prior when the prior is far from uniform.
 
     What it does:
@@ -300,14 +339,13 @@ def last_layer_bias(ctx: Context) -> Result:
         would lower the initial loss from 1.1 to 0.39 (0.71 nats)", hint
         `with torch.no_grad(): model.head.bias.copy_(torch.tensor([-0.1021, -3.025, -3.025]))`.
     """
-    p = ctx.params
     kind = ctx.loss_kind
     if kind not in ("ce", "bce", "mse"):
         raise ProbeSkip(f"the ideal bias is known for cross-entropy, BCE and MSE; this loss is {ctx.loss_name or kind}")
-    batches = ctx.batches(int(p["batches"]))
+    batches = ctx.batches(p.batches)
     est, judge = _split(ctx, batches)
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
-    found = output_layer(ctx, model, batches[0])
+    model = without_dropout(ctx.fresh_model(train=True))
+    found = ctx.output_layer(model, batches[0])
     if found is None:
         raise ProbeSkip("the model has no parameterised layer")
     name, layer = found
@@ -316,7 +354,7 @@ def last_layer_bias(ctx: Context) -> Result:
     if not all(isinstance(y, torch.Tensor) for y in ys + judge_ys):
         raise ProbeSkip("the targets are not tensors")
     units = _bias_units(ctx, layer, outs[0])
-    ratio_min = float(p["prior_ratio"])
+    ratio_min = p.prior_ratio
     seen = None
     if kind == "ce":
         seen = seen_classes(ys + judge_ys, ctx.num_classes(outs[0]) or units)
@@ -327,8 +365,8 @@ def last_layer_bias(ctx: Context) -> Result:
     summary = {k: v for k, v in overall.summary.items() if not isinstance(v, list) or len(v) <= MAX_LITERAL}
     measured: dict[str, Any] = {"output_layer": code_path(name, model), **summary, "batches": [len(est), len(judge)]}
     nats = kind != "mse"
-    fail_at = float(p["fail_gain_nats"] if nats else p["fail_gain_mse"])
-    warn_at = float(p["warn_gain_nats"] if nats else p["warn_gain_mse"])
+    fail_at = float(p.fail_gain_nats if nats else p.fail_gain_mse)
+    warn_at = float(p.warn_gain_nats if nats else p.warn_gain_mse)
     expected: dict[str, Any] = {"gain_below": warn_at, "fail_above": fail_at}
     if kind == "ce":
         expected["prior_max_min_ratio_below"] = ratio_min
@@ -376,7 +414,7 @@ def last_layer_bias(ctx: Context) -> Result:
     if bias.numel() != overall.bias.numel():
         raise ProbeSkip(f"the bias of {where} has {bias.numel()} values for {overall.bias.numel()} output units")
 
-    copy = ctx.without_dropout(ctx.fresh_model(train=True))
+    copy = without_dropout(ctx.fresh_model(train=True))
     with torch.no_grad():
         new_bias = dict(copy.named_modules())[name].bias
         ideal = target.bias.to(new_bias.device, new_bias.dtype).reshape(new_bias.shape)

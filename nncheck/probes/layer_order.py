@@ -15,28 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip, code_path, first_tensor, forward_hooks, iter_tensors, leaf_modules
-from nncheck.probes import probe
+from nncheck.context import Context, ProbeSkip
+from nncheck.modelgraph import SHAPE_OPS, code_path, forward_hooks, is_batchnorm, is_dropout, leaf_modules
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
+from nncheck.tensors import first_tensor, iter_tensors
 
-# Thresholds.
-# Dropout rate at or above which to warn. Srivastava et al. (JMLR 2014, "Dropout: A Simple Way to Prevent Neural
-# Networks from Overfitting") use p = 0.5 for hidden units and p = 0.2 for inputs; at p >= 0.8 four fifths of the
-# signal is dropped and each kept unit is scaled 5x, which slows training to a crawl.
-DROPOUT_P_WARN = 0.8
-# Dropout rate at or above which to fail: p = 1 zeroes every value in training (PyTorch's p is the DROP probability;
-# a config's keep_prob = 1.0 passed as p), so nothing before it ever gets a gradient and the output ignores the input
-# (held-out .notes/heldout/b_dropout_p1.py, checks/lo_dropout_p1_keep_prob.py). No correct setup uses p >= 0.8.
-DROPOUT_P_FAIL = 1.0
-# Smallest training batch a BatchNorm layer may see: with one sample the batch statistics are that sample's own
-# (Ioffe & Szegedy 2015; Wu & He 2018 show BatchNorm error growing fast below batch 8 and breaking down at 1-2).
-MIN_BN_BATCH = 2
-
-# Ops that keep the "what produced this tensor" question unchanged: pure reshapes / selections.
-SHAPE_OPS = {
-    "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
-    "movedim", "view_as", "reshape_as", "t", "float", "to", "type", "clone", "getitem", "expand", "expand_as",
-}  # fmt: skip
 # Elementwise ops a dropout mask passes through on its way into a BatchNorm (the variance shift survives them).
 ELEMENTWISE_OPS = {
     "add", "iadd", "sub", "isub", "mul", "imul", "truediv", "itruediv", "neg", "relu", "relu_", "gelu", "silu",
@@ -68,9 +52,9 @@ class Op:
 
 # ---------------------------------------------------------------------------------------------- classification
 def module_kind(m: nn.Module) -> tuple[str, float | None]:
-    if isinstance(m, nn.modules.dropout._DropoutNd):
+    if is_dropout(m):
         return ("dropout" if m.p > 0 else "elementwise"), float(m.p)
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    if is_batchnorm(m):
         return "bn", None
     if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
         return ("affine_bias" if m.bias is not None else "other"), None
@@ -311,14 +295,40 @@ def _ref(op: Op, model: nn.Module) -> str:
     return f"the `{name.split(' in ')[0]}` call" + (f" at {op.where}" if op.where else f" ({name})")
 
 
-@probe(
-    "layer-order",
-    title="BatchNorm / dropout placement",
-    order=80,
-    params={"dropout_p_warn": DROPOUT_P_WARN, "dropout_p_fail": DROPOUT_P_FAIL, "min_bn_batch": MIN_BN_BATCH},
-    fast={},
-)
-def layer_order(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of layer-order (`[tool.nncheck.probes.layer-order]`)."""
+
+    dropout_p_warn: float = param(
+        0.8,
+        source=(
+            'Thresholds. Dropout rate at or above which to warn. Srivastava et al. (JMLR 2014, "Dropout: A Simple '
+            'Way to Prevent Neural Networks from Overfitting") use p = 0.5 for hidden units and p = 0.2 for '
+            "inputs; at p >= 0.8 four fifths of the signal is dropped and each kept unit is scaled 5x, which "
+            "slows training to a crawl."
+        ),
+    )
+    dropout_p_fail: float = param(
+        1.0,
+        source=(
+            "Dropout rate at or above which to fail: p = 1 zeroes every value in training (PyTorch's p is the "
+            "DROP probability; a config's keep_prob = 1.0 passed as p), so nothing before it ever gets a gradient "
+            "and the output ignores the input (held-out .notes/heldout/b_dropout_p1.py, "
+            "checks/lo_dropout_p1_keep_prob.py). No correct setup uses p >= 0.8."
+        ),
+    )
+    min_bn_batch: int = param(
+        2,
+        source=(
+            "Smallest training batch a BatchNorm layer may see: with one sample the batch statistics are that "
+            "sample's own (Ioffe & Szegedy 2015; Wu & He 2018 show BatchNorm error growing fast below batch 8 and "
+            "breaking down at 1-2)."
+        ),
+    )
+
+
+@probe("layer-order", title="BatchNorm / dropout placement", order=80, params=Params)
+def layer_order(ctx: Context, p: Params) -> Result:
     """Checks where BatchNorm and dropout sit in the data flow of one forward pass.
 
     What it does:
@@ -361,7 +371,6 @@ def layer_order(ctx: Context) -> Result:
         `nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(64), nn.Linear(64, 5))`
         warns: `model[2]` (Dropout p=0.5) feeds `model[3]` (BatchNorm1d).
     """
-    p = ctx.params
     batch = ctx.batch()
     model = ctx.fresh_model(train=True)
     run = hook_run(ctx, model, batch)
@@ -395,7 +404,7 @@ def layer_order(ctx: Context) -> Result:
         "dropout": {dp(op.name): op.p for op in dropouts},
         "batchnorm": [dp(op.name) for op in bns],
     }
-    expected: dict[str, Any] = {"dropout_p_max": p["dropout_p_warn"], "bn_batch_min": p["min_bn_batch"]}
+    expected: dict[str, Any] = {"dropout_p_max": p.dropout_p_warn, "bn_batch_min": p.min_bn_batch}
 
     last = final_op(ops, final)
     measured["final_op"] = dp(last.name) if last else None
@@ -417,7 +426,7 @@ def layer_order(ctx: Context) -> Result:
             )
         )
 
-    small = {n: b for n, b in run.bn_batches.items() if b < p["min_bn_batch"]}
+    small = {n: b for n, b in run.bn_batches.items() if b < p.min_bn_batch}
     measured["bn_batch"] = min(run.bn_batches.values()) if run.bn_batches else None
     if small:
         names = ", ".join(f"`{dp(n)}`" for n in small)
@@ -440,15 +449,15 @@ def layer_order(ctx: Context) -> Result:
             "after the last BatchNorm (right before the output layer)."
         )
 
-    dead = [op for op in dropouts if op.p is not None and op.p >= p["dropout_p_fail"]]
+    dead = [op for op in dropouts if op.p is not None and op.p >= p.dropout_p_fail]
     if dead:
         fails.append(
             "dropout "
             + ", ".join(_label(op, model) for op in dead)
-            + f" has p >= {p['dropout_p_fail']:g}: in training it zeroes every value, so the layers before it never "
+            + f" has p >= {p.dropout_p_fail:g}: in training it zeroes every value, so the layers before it never "
             "get a gradient and the output ignores the input"
         )
-        expected["dropout_p_fail"] = p["dropout_p_fail"]
+        expected["dropout_p_fail"] = p.dropout_p_fail
         first = dead[0]
         fix = (
             f"`{dp(first.name)} = nn.Dropout(p=0.1)` in the code that builds the model"
@@ -458,9 +467,9 @@ def layer_order(ctx: Context) -> Result:
         hints.append(
             f"PyTorch's p is the probability to DROP a unit (p = 1 - keep_prob): set it to 0.1-0.5, e.g. {fix}."
         )
-    high = [op for op in dropouts if op.p is not None and p["dropout_p_warn"] <= op.p < p["dropout_p_fail"]]
+    high = [op for op in dropouts if op.p is not None and p.dropout_p_warn <= op.p < p.dropout_p_fail]
     if high:
-        warns.append("dropout " + ", ".join(_label(op, model) for op in high) + f" has p >= {p['dropout_p_warn']:g}")
+        warns.append("dropout " + ", ".join(_label(op, model) for op in high) + f" has p >= {p.dropout_p_warn:g}")
         hints.append(f"Lower the rate of {_ref(high[0], model)} to 0.1-0.5, e.g. `nn.Dropout(0.3)`.")
 
     redundant = bias_into_bn(ops)

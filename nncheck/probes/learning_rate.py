@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from nncheck.context import Context
-from nncheck.probes import probe
+from nncheck.modelgraph import without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, skipped
 
 # LR range test (L. Smith, "Cyclical Learning Rates for Training Neural Networks", 2015; fastai lr_find,
@@ -21,8 +22,6 @@ from nncheck.report import Result, failed, passed, skipped
 SWEEP_START = 1e-7
 SWEEP_END = 10.0
 SWEEP_STEPS = 100
-# EMA factor of the smoothed loss, with bias correction (fastai's lr_find uses 0.98).
-SMOOTHING = 0.98
 # Divergence and spike rules, shift-invariant: they read L - L_ref (each batch's loss minus that batch's loss at
 # init, so batches of different difficulty do not look like spikes) against a scale S = max(the drop the sweep
 # achieved below init, the spread max-min of the per-batch losses at init). fastai stops at 4x the minimum, a ratio
@@ -51,10 +50,6 @@ SPIKE_RISE = 3.0
 # Below this the learning rate is never suggested (the default start of the range test; fastai's lr_find starts
 # at 1e-7 too): an LR that small means the loss is broken at any LR, not that the LR is too high.
 MIN_SUGGESTED_LR = 1e-7
-# Confirm run at the user's own LR (issue 3: <= 30 steps); decisions come from it first.
-CONFIRM_STEPS = 30
-# "Too low": the confirm run changes the loss by less than 1% (issue 3) ...
-TOO_LOW_CHANGE = 0.01
 # ... while the sweep shows that an LR at least LARGER_FACTOR x larger lowers the loss clearly: the LR where the
 # sweep's loss, averaged over one pass of the cycled batches, is lowest (the EMA lags by ~1/(1-0.98) = 50 steps,
 # 4 decades, and flattens the drop), checked by a confirm run of the same length at that LR / 3 (then at that LR)
@@ -66,14 +61,11 @@ CLEAR_DROP = 0.05
 # one training loss of the confirm run spikes (SPIKE_RISE). Measured: every correct example falls by >= 5% in 30
 # steps; SGD lr 10 rises or becomes non-finite; Adam lr 1.0 jumps to ~100x its first loss at step 1.
 RISE_TOL = 0.05
-# Batches cycled by the sweep and the confirm run.
-BATCHES = 4
 # cs231n ("Neural Networks Part 3"): the update / weight norm ratio should be around 1e-3; "too low" also needs the
 # median ratio of the first step 10x below that. Measured: healthy Adam 1e-3 / SGD-momentum 0.1 give 4e-3..1.4e-2,
 # also on deep narrow MLPs that sit on a plateau for the first 10 steps (loss change < 1%: without this guard
 # they were a false "too low"); SGD at 1e-6 gives 5e-8.
 HEALTHY_UPDATE_RATIO = 1e-3
-LOW_UPDATE_RATIO = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- optimizer LRs
@@ -230,7 +222,7 @@ class Confirm:
 def batch_losses(ctx: Context, model: nn.Module, batches: list[Any]) -> list[float]:
     """Loss of each of ``batches`` without gradient, dropout off (the model's mode is put back)."""
     modes = {m: m.training for m in model.modules()}
-    ctx.without_dropout(model)
+    without_dropout(model)
     try:
         with torch.no_grad():
             return [float(ctx.batch_loss(model, b)) for b in batches]
@@ -375,31 +367,127 @@ def lr_line(opt_name: str, lr: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- probe
-@probe(
-    "learning-rate",
-    title="Learning rate",
-    order=70,
-    params={
-        "sweep_start": SWEEP_START,
-        "sweep_end": SWEEP_END,
-        "sweep_steps": SWEEP_STEPS,
-        "smoothing": SMOOTHING,
-        "diverge_rise": DIVERGE_RISE,
-        "spike_rise": SPIKE_RISE,
-        "confirm_steps": CONFIRM_STEPS,
-        "too_low_change": TOO_LOW_CHANGE,
-        "larger_factor": LARGER_FACTOR,
-        "clear_drop": CLEAR_DROP,
-        "rise_tol": RISE_TOL,
-        "low_update_ratio": LOW_UPDATE_RATIO,
-        "batches": BATCHES,
-    },
-    # a third of the cost: 25 sweep steps over 1e-4..10 (5 steps per decade instead of 12.4; no optimizer of
-    # checks/ or examples/ moves the loss below 1e-4) with the EMA window scaled to the same LR decades
-    # (0.98^(12.4/5) = 0.951), and a 10-step confirm run. Same verdicts on checks/ and examples/ (seeds 0-2).
-    fast={"sweep_start": 1e-4, "sweep_steps": 25, "smoothing": 0.951, "confirm_steps": 10},
-)
-def learning_rate(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of learning-rate (`[tool.nncheck.probes.learning-rate]`)."""
+
+    sweep_start: float = param(
+        1e-07,
+        fast=0.0001,
+        source=(
+            'LR range test (L. Smith, "Cyclical Learning Rates for Training Neural Networks", 2015; fastai '
+            "lr_find, torch-lr-finder): the LR grows exponentially from SWEEP_START to SWEEP_END over at most "
+            "SWEEP_STEPS steps."
+        ),
+    )
+    sweep_end: float = param(
+        10.0,
+        source=(
+            'LR range test (L. Smith, "Cyclical Learning Rates for Training Neural Networks", 2015; fastai '
+            "lr_find, torch-lr-finder): the LR grows exponentially from SWEEP_START to SWEEP_END over at most "
+            "SWEEP_STEPS steps."
+        ),
+    )
+    sweep_steps: int = param(
+        100,
+        fast=25,
+        source=(
+            'LR range test (L. Smith, "Cyclical Learning Rates for Training Neural Networks", 2015; fastai '
+            "lr_find, torch-lr-finder): the LR grows exponentially from SWEEP_START to SWEEP_END over at most "
+            "SWEEP_STEPS steps."
+        ),
+    )
+    smoothing: float = param(
+        0.98,
+        fast=0.951,
+        source=("EMA factor of the smoothed loss, with bias correction (fastai's lr_find uses 0.98)."),
+    )
+    diverge_rise: float = param(
+        1.0,
+        source=(
+            "Divergence and spike rules, shift-invariant: they read L - L_ref (each batch's loss minus that "
+            "batch's loss at init, so batches of different difficulty do not look like spikes) against a scale S "
+            "= max(the drop the sweep achieved below init, the spread max-min of the per-batch losses at init). "
+            "fastai stops at 4x the minimum, a ratio that only means something when 0 is the loss's floor: with "
+            "PoissonNLLLoss(log_input=True) the loss is negative (.notes/heldout/a_poisson_counts.py, loss -2.35) "
+            'and "4x the minimum" is crossed at the first step (sweep stopped at 1e-7), while the same setup '
+            "shifted by +10 (x_poisson_shift10.py) passed. The sweep stops when its smoothed excess rises "
+            'DIVERGE_RISE x S above its minimum. With S = the drop, 1 means "all the progress is undone" (back '
+            "above the init loss), which is where fastai's 4x stops too when the sweep had cut the loss 4x (a "
+            "typical CE drop 2.3 -> 0.5); the spread term keeps flat starts from stopping on batch noise. "
+            "Measured (seeds 0-2): divergence LRs of correct checks/ + examples/ 0.11-10 (full) / 0.21-10 (fast), "
+            "all >= 10x the user's LR (SGD 0.1: 1.07-3.8; Adam 1e-3: >= 0.11); a_poisson_counts.py 0.74-1.07 (was "
+            "1e-7), identical with loss + 10 / - 100 / + 1000; lr_sgd_too_low.py / lr_sgd_too_high.py 3.9-4.8 or "
+            "none; lr_* verdicts unchanged."
+        ),
+    )
+    spike_rise: float = param(
+        3.0,
+        source=(
+            '"Spike" in the confirm run: a training loss more than SPIKE_RISE x S above that batch\'s init loss. '
+            "The old rule L_t > 4 L_0 is L_t - L_0 > 3 L_0; the same factor on S (measured 0.04-1.6 on checks/ + "
+            "examples/, below L_0: the sweep's smoothed drop is partial) is a stricter rule. Measured (max excess "
+            "/ S, seeds 0-2, fast and full): correct checks/ + examples/ <= 0.13 (dropout makes training losses "
+            "exceed the eval-mode init losses a little), except checks/ob_label_smoothing_ok.py <= 1.01 (label "
+            "smoothing leaves a small S = 0.04-0.07); a_poisson_counts.py 0.0. Adam lr 1 (lr_adam_too_high.py) "
+            "420-3300; SGD lr 10 (lr_sgd_too_high.py) 5e10 or non-finite. 3 sits 3x above the highest correct "
+            "setup."
+        ),
+    )
+    confirm_steps: int = param(
+        30,
+        fast=10,
+        source=("Confirm run at the user's own LR (issue 3: <= 30 steps); decisions come from it first."),
+    )
+    too_low_change: float = param(
+        0.01,
+        source=('"Too low": the confirm run changes the loss by less than 1% (issue 3) ...'),
+    )
+    larger_factor: float = param(
+        10.0,
+        source=(
+            "... while the sweep shows that an LR at least LARGER_FACTOR x larger lowers the loss clearly: the LR "
+            "where the sweep's loss, averaged over one pass of the cycled batches, is lowest (the EMA lags by "
+            "~1/(1-0.98) = 50 steps, 4 decades, and flattens the drop), checked by a confirm run of the same "
+            'length at that LR / 3 (then at that LR) that must lower the loss by CLEAR_DROP, 5x the "still" '
+            "threshold. Measured: plain SGD at 1e-6 (checks/lr_sgd_too_low.py) moves the loss by 1e-6; at the LR "
+            "picked this way, by 8-30%."
+        ),
+    )
+    clear_drop: float = param(
+        0.05,
+        source=(
+            "... while the sweep shows that an LR at least LARGER_FACTOR x larger lowers the loss clearly: the LR "
+            "where the sweep's loss, averaged over one pass of the cycled batches, is lowest (the EMA lags by "
+            "~1/(1-0.98) = 50 steps, 4 decades, and flattens the drop), checked by a confirm run of the same "
+            'length at that LR / 3 (then at that LR) that must lower the loss by CLEAR_DROP, 5x the "still" '
+            "threshold. Measured: plain SGD at 1e-6 (checks/lr_sgd_too_low.py) moves the loss by 1e-6; at the LR "
+            "picked this way, by 8-30%."
+        ),
+    )
+    rise_tol: float = param(
+        0.05,
+        source=(
+            '"Rising": the loss after the confirm run is above the loss before it by more than RISE_TOL (relative '
+            "to |L|), or one training loss of the confirm run spikes (SPIKE_RISE). Measured: every correct "
+            "example falls by >= 5% in 30 steps; SGD lr 10 rises or becomes non-finite; Adam lr 1.0 jumps to "
+            "~100x its first loss at step 1."
+        ),
+    )
+    low_update_ratio: float = param(
+        0.0001,
+        source=(
+            'cs231n ("Neural Networks Part 3"): the update / weight norm ratio should be around 1e-3; "too low" '
+            "also needs the median ratio of the first step 10x below that. Measured: healthy Adam 1e-3 / "
+            "SGD-momentum 0.1 give 4e-3..1.4e-2, also on deep narrow MLPs that sit on a plateau for the first 10 "
+            'steps (loss change < 1%: without this guard they were a false "too low"); SGD at 1e-6 gives 5e-8.'
+        ),
+    )
+    batches: int = param(4, source="Batches cycled by the sweep and the confirm run.")
+
+
+@probe("learning-rate", title="Learning rate", order=70, params=Params)
+def learning_rate(ctx: Context, p: Params) -> Result:
     """Checks that the optimizer's learning rate trains: not diverging, not stalling.
 
     What it does:
@@ -446,8 +534,7 @@ def learning_rate(ctx: Context) -> Result:
         by -1.1e-06 in 30 steps, while LR 0.519 (5.19e+05x yours, where the range test did best) lowered it by
         85.3% in as many steps"; hint: `torch.optim.SGD(params, lr=0.52, ...)`.
     """
-    p = ctx.params
-    batches = ctx.batches(int(p["batches"]))
+    batches = ctx.batches(p.batches)
     probe_opt = ctx.optimizer(ctx.fresh_model())
     lrs_user = group_lrs(probe_opt)
     opt_name = type(probe_opt).__name__
@@ -460,17 +547,17 @@ def learning_rate(ctx: Context) -> Result:
             hint=f"Give the optimizer a positive finite LR: {lr_line(opt_name, 1e-3)}.",
         )
 
-    confirm = confirm_run(ctx, batches, int(p["confirm_steps"]))
+    confirm = confirm_run(ctx, batches, p.confirm_steps)
     if not (math.isfinite(confirm.before) and confirm.losses and math.isfinite(confirm.losses[0])):
         return not_an_lr_problem(ctx, user_lr, opt_name, "at init, before any step")
-    lrs = sweep_lrs(float(p["sweep_start"]), float(p["sweep_end"]), int(p["sweep_steps"]))
-    sweep = range_test(ctx, batches, lrs, float(p["smoothing"]), float(p["diverge_rise"]), confirm.init_losses)
+    lrs = sweep_lrs(p.sweep_start, p.sweep_end, p.sweep_steps)
+    sweep = range_test(ctx, batches, lrs, p.smoothing, p.diverge_rise, confirm.init_losses)
     if not math.isfinite(sweep.raw[0]):
         return not_an_lr_problem(ctx, user_lr, opt_name, f"at the smallest LR of the range test ({lrs[0]:.3g})")
-    beta = float(p["smoothing"])
+    beta = p.smoothing
     suggestion = steepest_descent(sweep, round(SKIP_WINDOWS / (1 - beta)) if beta < 1 else 0)
     div_lr = sweep.divergence_lr
-    ref, best_above, best_above_lr = drop_above(sweep, len(batches), user_lr, float(p["larger_factor"]))
+    ref, best_above, best_above_lr = drop_above(sweep, len(batches), user_lr, p.larger_factor)
 
     measured: dict[str, Any] = {
         "optimizer": opt_name,
@@ -494,9 +581,9 @@ def learning_rate(ctx: Context) -> Result:
         measured["update_ratio_median"] = float(statistics.median(ratios))
     series = plots(sweep, confirm, {"your LR": user_lr, "suggested": suggestion, "diverges": div_lr})
     advice = (
-        f"range test: steepest descent at {fmt(suggestion)}, {divergence_text(div_lr, float(p['sweep_end']))}"
+        f"range test: steepest descent at {fmt(suggestion)}, {divergence_text(div_lr, p.sweep_end)}"
         if suggestion is not None
-        else f"range test: {divergence_text(div_lr, float(p['sweep_end']))}"
+        else f"range test: {divergence_text(div_lr, p.sweep_end)}"
     )
     below = {"user_lr_below": div_lr} if div_lr is not None else {}
     kw: dict[str, Any] = {"measured": measured, "series": series}
@@ -511,17 +598,17 @@ def learning_rate(ctx: Context) -> Result:
     high_reason = None
     if not confirm.finite:
         high_reason = f"the loss became non-finite after {n_run} steps at your LR"
-    elif spike > float(p["spike_rise"]):
+    elif spike > p.spike_rise:
         k = spike_step
         b = k % len(confirm.init_losses)
         high_reason = (
             f"the training loss on batch {b} jumped from {confirm.init_losses[b]:.4g} at init to "
             f"{confirm.losses[k]:.4g} at step {k} ({spike:.3g}x the loss's scale {scale:.3g}, more than "
-            f"{float(p['spike_rise']):g}x)"
+            f"{p.spike_rise:g}x)"
         )
-    elif rise > float(p["rise_tol"]):
+    elif rise > p.rise_tol:
         high_reason = f"the loss rose from {confirm.before:.4g} to {confirm.after:.4g} (+{rise:.0%}) in {n_run} steps"
-    elif div_lr is not None and user_lr >= div_lr and confirm.change < float(p["clear_drop"]):
+    elif div_lr is not None and user_lr >= div_lr and confirm.change < p.clear_drop:
         # the sweep's bound counts only when the run at the user's LR does not contradict it: a stochastic loss (a
         # VAE's sampling) can trip the sweep's divergence rule in its first steps (.notes held-out VAE: "diverges at
         # 1.2e-07" while 30 steps at lr 1e-3 lowered the loss by 9.4%); a clear drop (CLEAR_DROP) at the user's
@@ -534,7 +621,7 @@ def learning_rate(ctx: Context) -> Result:
         ratio_text = f"; update/weight ratio {median_ratio:.2g} after one step (cs231n: ~1e-3)" if median_ratio else ""
         return failed(
             f"LR {user_lr:.3g} too high: {high_reason}{ratio_text}; {advice}",
-            expected={"loss_change": f"falls (>= -{float(p['rise_tol']):.0%})", **below},
+            expected={"loss_change": f"falls (>= -{p.rise_tol:.0%})", **below},
             hint=f"Lower the learning rate of {opt_name} about {user_lr / target:.3g}x: {lr_line(opt_name, target)}"
             f"{usual}. If the loss is non-finite even at small LRs, run "
             f"`nncheck run {ctx.setup.path} --only numerics`.",
@@ -543,15 +630,15 @@ def learning_rate(ctx: Context) -> Result:
 
     # too low: the loss barely moves at the user's LR, while a >= 10x larger LR picked from the sweep (where its
     # cycle means are lowest) clearly lowers it in a confirm run of the same length
-    small_updates = median_ratio < float(p["low_update_ratio"])
-    still = abs(confirm.change) < float(p["too_low_change"])
+    small_updates = median_ratio < p.low_update_ratio
+    still = abs(confirm.change) < p.too_low_change
     larger: Confirm | None = None
     larger_lr: float | None = None
     if still and small_updates and best_above is not None and best_above_lr is not None and best_above < ref:
-        floor = float(p["larger_factor"]) * user_lr
+        floor = p.larger_factor * user_lr
         for candidate in dict.fromkeys((max(best_above_lr / 3, floor), best_above_lr)):
-            trial = confirm_run(ctx, batches, int(p["confirm_steps"]), lr=candidate)
-            if trial.finite and trial.change >= float(p["clear_drop"]):
+            trial = confirm_run(ctx, batches, p.confirm_steps, lr=candidate)
+            if trial.finite and trial.change >= p.clear_drop:
                 larger, larger_lr = trial, candidate
                 break
     if larger is not None and larger_lr is not None:
@@ -565,8 +652,8 @@ def learning_rate(ctx: Context) -> Result:
             f"{larger_lr:.3g} ({larger_lr / user_lr:.3g}x yours, where the range test did best) lowered it by "
             f"{larger.change:.1%} in as many steps; update/weight ratio {median_ratio:.1e} (cs231n: ~1e-3); {advice}",
             expected={
-                "loss_change_min": float(p["too_low_change"]),
-                "no_10x_larger_lr_lowering_it_by": float(p["clear_drop"]),
+                "loss_change_min": p.too_low_change,
+                "no_10x_larger_lr_lowering_it_by": p.clear_drop,
             },
             hint=f"Raise the learning rate of {opt_name} about {larger_lr / user_lr:.3g}x: "
             f"{lr_line(opt_name, larger_lr)}.",

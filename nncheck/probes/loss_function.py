@@ -12,28 +12,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip, code_path, execution_order, first_tensor, map_tensors
-from nncheck.probes import probe
+from nncheck.context import Context, ProbeSkip
+from nncheck.modelgraph import SHAPE_OPS, code_path, without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
+from nncheck.tensors import first_tensor, map_tensors
 
-# Thresholds.
-# Rows of a cross-entropy / NLL input that sum to 1 within this tolerance (all >= 0) are probabilities, and rows
-# whose logsumexp is 0 within it are log-probabilities. float32 softmax rows sum to 1 within ~1e-6; raw logits of a
-# freshly initialised model never do (measured on examples/ and checks/: |logsumexp| > 0.5 for every logit row).
-SIMPLEX_TOL = 1e-3
-# An NLL input whose rows have |logsumexp| above this is not log-probabilities (raw scores fed to NLLLoss).
-NLL_LOGPROB_TOL = 0.1
-# Outputs fed to BCEWithLogits that all lie strictly in (0, 1) with at least this spread look like probabilities
-# when no sigmoid call was seen (raw logits of a fresh model straddle 0 on every example of examples/).
-SIGMOID_MIN_SPREAD = 0.01
-# Loss isolation: dLoss/d output_i must not change when the outputs of the other samples j != i change, for any loss
-# that is a mean (or sum) of per-sample terms; it does change when the loss mixes the batch (log_softmax(dim=0) in a
-# hand-written CE: .notes/heldout/b_loss_softmax_over_batch.py). Measured (relative change of sample 0's gradient,
-# other outputs moved by 0.5 x their std): exactly 0 on every correct file of checks/ + examples/ and the held-out
-# a_*.py (CE, BCE, MSE, NLL, Poisson, VAE, LM losses), 0.017-0.030 on checks/lf_softmax_over_batch.py. 1e-4 leaves
-# float32 rounding (~1e-7) three decades of room. Contrastive / in-batch-negative losses couple samples on purpose:
-# `isolation = false` in [tool.nncheck.probes.loss-function].
-ISOLATION_TOL = 1e-4
 # Size of the perturbation of the other samples' outputs, in units of the output's standard deviation.
 ISOLATION_NOISE = 0.5
 # Integral MSE targets with at most this many distinct values look like class labels (CIFAR-100 has 100).
@@ -46,12 +30,6 @@ LOSSES = {
     "binary_cross_entropy": "BCE",
     "mse_loss": "MSE",
 }
-# Ops that do not change what produced a tensor (followed when looking for the op that made the loss input).
-SHAPE_OPS = {
-    "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
-    "movedim", "view_as", "reshape_as", "t", "float", "double", "half", "to", "type", "clone", "__getitem__",
-    "select", "narrow", "expand", "expand_as", "detach",
-}  # fmt: skip
 SIGMOID_OPS = {"sigmoid", "expit", "hardsigmoid"}
 # Ops that make raw scores (logits): a BCE input made by one of these never went through a sigmoid.
 SQUASH_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d, nn.Sigmoid, nn.Hardsigmoid)
@@ -150,7 +128,7 @@ def facts_of(name: str, args: dict[str, Any], rec: Recorder) -> dict[str, Any]:
 def collect(ctx: Context, batches: list[Any]) -> tuple[Evidence, str | None]:
     """Run forward + loss on each batch under the recorder; probe the loss's gradient w.r.t. the output."""
     ev = Evidence()
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    model = without_dropout(ctx.fresh_model(train=True))
     last_module: str | None = None
     for k, b in enumerate(batches):
         ctx.check_time()
@@ -181,7 +159,7 @@ def _last_module(ctx: Context, model: nn.Module, batch: Any, out: Any) -> str | 
     t = out if isinstance(out, torch.Tensor) else first_tensor(out)
     if t is None:
         return None
-    for name, mod, o in reversed(execution_order(ctx, model, batch)[:-1]):
+    for name, mod, o in reversed(ctx.execution_order(model, batch)[:-1]):
         if isinstance(o, torch.Tensor) and o.shape == t.shape and torch.equal(o, t):
             return name if name and isinstance(mod, SQUASH_MODULES) else None
     return None
@@ -254,7 +232,7 @@ def isolation_change(ctx: Context, batch: Any, noise: float) -> float | None:
     n = ctx.batch_size(batch)
     if n < 2:
         return None
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    model = without_dropout(ctx.fresh_model(train=True))
     with torch.no_grad():
         out, y = ctx.forward(model, batch)
     g0 = _sample_grad(ctx, out, y, n, None)
@@ -285,22 +263,63 @@ def _producer(origin: str | None, last_module: str | None, default: str) -> str:
     return default
 
 
-@probe(
-    "loss-function",
-    title="Loss function fits the outputs",
-    order=90,
-    params={
-        "batches": 4,
-        "simplex_tol": SIMPLEX_TOL,
-        "nll_logprob_tol": NLL_LOGPROB_TOL,
-        "sigmoid_min_spread": SIGMOID_MIN_SPREAD,
-        "max_label_values": MAX_LABEL_VALUES,
-        "isolation": True,
-        "isolation_tol": ISOLATION_TOL,
-    },
-    fast={"batches": 1},
-)
-def loss_function(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of loss-function (`[tool.nncheck.probes.loss-function]`)."""
+
+    batches: int = param(
+        4, fast=1, source="Batches whose loss calls are recorded (the first one is enough for the fast budget)."
+    )
+    simplex_tol: float = param(
+        0.001,
+        source=(
+            "Thresholds. Rows of a cross-entropy / NLL input that sum to 1 within this tolerance (all >= 0) are "
+            "probabilities, and rows whose logsumexp is 0 within it are log-probabilities. float32 softmax rows "
+            "sum to 1 within ~1e-6; raw logits of a freshly initialised model never do (measured on examples/ and "
+            "checks/: |logsumexp| > 0.5 for every logit row)."
+        ),
+    )
+    nll_logprob_tol: float = param(
+        0.1,
+        source=(
+            "An NLL input whose rows have |logsumexp| above this is not log-probabilities (raw scores fed to NLLLoss)."
+        ),
+    )
+    sigmoid_min_spread: float = param(
+        0.01,
+        source=(
+            "Outputs fed to BCEWithLogits that all lie strictly in (0, 1) with at least this spread look like "
+            "probabilities when no sigmoid call was seen (raw logits of a fresh model straddle 0 on every example "
+            "of examples/)."
+        ),
+    )
+    max_label_values: int = param(
+        100,
+        source=(
+            "Integral MSE targets with at most this many distinct values look like class labels (CIFAR-100 has 100)."
+        ),
+    )
+    isolation: bool = param(
+        True,
+        source="Run the loss-isolation check (off for losses that couple samples on purpose: contrastive, triplet).",
+    )
+    isolation_tol: float = param(
+        0.0001,
+        source=(
+            "Loss isolation: dLoss/d output_i must not change when the outputs of the other samples j != i "
+            "change, for any loss that is a mean (or sum) of per-sample terms; it does change when the loss mixes "
+            "the batch (log_softmax(dim=0) in a hand-written CE: .notes/heldout/b_loss_softmax_over_batch.py). "
+            "Measured (relative change of sample 0's gradient, other outputs moved by 0.5 x their std): exactly 0 "
+            "on every correct file of checks/ + examples/ and the held-out a_*.py (CE, BCE, MSE, NLL, Poisson, "
+            "VAE, LM losses), 0.017-0.030 on checks/lf_softmax_over_batch.py. 1e-4 leaves float32 rounding "
+            "(~1e-7) three decades of room. Contrastive / in-batch-negative losses couple samples on purpose: "
+            "`isolation = false` in [tool.nncheck.probes.loss-function]."
+        ),
+    )
+
+
+@probe("loss-function", title="Loss function fits the outputs", order=90, params=Params)
+def loss_function(ctx: Context, p: Params) -> Result:
     """Checks that the loss receives what it expects and that its gradient reaches the model output.
 
     What it does:
@@ -348,8 +367,7 @@ def loss_function(ctx: Context) -> Result:
         A classifier ending in `nn.Softmax(dim=1)` trained with `nn.CrossEntropyLoss()`: fail, measured row sums
         1.000000 (a probability simplex), expected raw logits; hint: remove `model.3` (Softmax).
     """
-    p = ctx.params
-    batches = ctx.batches(int(p["batches"]))
+    batches = ctx.batches(p.batches)
     ev, last = collect(ctx, batches)
     measured: dict[str, Any] = {
         "loss": ctx.loss_name,
@@ -362,7 +380,7 @@ def loss_function(ctx: Context) -> Result:
     fails: list[tuple[str, str]] = []  # (message, hint)
     warns: list[tuple[str, str]] = []
     notes: list[str] = []
-    tol = float(p["simplex_tol"])
+    tol = p.simplex_tol
 
     if ev.errors:
         measured["loss_errors"] = ev.errors
@@ -400,8 +418,8 @@ def loss_function(ctx: Context) -> Result:
     if nll:
         lse = max((f.get("lse_err", 0.0) for f in nll), default=0.0)
         measured["nll_logsumexp_err"] = lse
-        expected["nll_logsumexp_err_max"] = p["nll_logprob_tol"]
-        if lse > p["nll_logprob_tol"]:
+        expected["nll_logsumexp_err_max"] = p.nll_logprob_tol
+        if lse > p.nll_logprob_tol:
             probs = _all(nll, "row_sum_err", lambda v: v < tol)
             what = "probabilities (rows sum to 1)" if probs else "raw scores (rows are not log-probabilities)"
             fails.append(
@@ -424,7 +442,7 @@ def loss_function(ctx: Context) -> Result:
         )
         if origin in SIGMOID_OPS:
             fails.append((f"BCE-with-logits receives a `{origin}` output (values in [{lo:.3g}, {hi:.3g}])", hint))
-        elif lo > 0 and hi < 1 and hi - lo >= p["sigmoid_min_spread"]:
+        elif lo > 0 and hi < 1 and hi - lo >= p.sigmoid_min_spread:
             warns.append(
                 (f"BCE-with-logits receives values all in (0, 1) ([{lo:.3g}, {hi:.3g}]): probabilities?", hint)
             )
@@ -466,7 +484,7 @@ def loss_function(ctx: Context) -> Result:
                 )
             )
         values = sorted({v for ls in labels if ls for v in ls})
-        if all(ls is not None for ls in labels) and 2 <= len(values) <= p["max_label_values"] and values[0] >= 0:
+        if all(ls is not None for ls in labels) and 2 <= len(values) <= p.max_label_values and values[0] >= 0:
             measured["mse_target_values"] = values[:20]
             warns.append(
                 (
@@ -500,13 +518,13 @@ def loss_function(ctx: Context) -> Result:
             )
         )
 
-    if p["isolation"] and batches:
+    if p.isolation and batches:
         ctx.check_time()
         change = isolation_change(ctx, batches[0], ISOLATION_NOISE)
         measured["isolation_change"] = change
         if change is not None:
-            expected["isolation_change_max"] = float(p["isolation_tol"])
-        if change is not None and change > float(p["isolation_tol"]):
+            expected["isolation_change_max"] = p.isolation_tol
+        if change is not None and change > p.isolation_tol:
             fails.append(
                 (
                     f"the loss mixes the samples of a batch: the gradient w.r.t. sample 0's output changed by "

@@ -4,13 +4,13 @@ first training steps at the user's learning rate; the first module, op and line 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from nncheck.context import Context, iter_tensors
-from nncheck.probes import probe
+from nncheck.context import Context
 from nncheck.probes._locate import (
     Located,
     OpSite,
@@ -21,19 +21,11 @@ from nncheck.probes._locate import (
     param_path,
     rng_state,
 )
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed
 from nncheck.setup import Batch
+from nncheck.tensors import iter_tensors
 
-# Training steps watched at the user's LR (issue 5: "a few steps"). Measured on checks/: every non-finite
-# setup there is non-finite at init (step 0) except numerics_diverging_sgd.py, which overflows at step 2;
-# 10 steps leave room for slower divergence, the fast budget keeps 3.
-STEPS = 10
-FAST_STEPS = 3
-# Batches scanned for NaN / inf and cycled over by the steps: the same first batches the other probes read (the
-# context caches them), so the data is not read twice. Missing values in 10% of the rows of one feature
-# (checks/numerics_nan_feature.py) show up in the first batch of 32 with probability 1 - 0.9^32 = 97%.
-BATCHES = 4
-FAST_BATCHES = 2
 # Feature columns / batches named in a data-error message at most.
 MAX_LISTED = 8
 
@@ -186,14 +178,33 @@ def _report(stage: str, step: int, found: Located, lr: float | None, measured: d
     )
 
 
-@probe(
-    "numerics",
-    title="Finite values (NaN / inf)",
-    order=15,
-    params={"steps": STEPS, "batches": BATCHES},
-    fast={"steps": FAST_STEPS, "batches": FAST_BATCHES},
-)
-def numerics(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of numerics (`[tool.nncheck.probes.numerics]`)."""
+
+    steps: int = param(
+        10,
+        fast=3,
+        source=(
+            'Training steps watched at the user\'s LR (issue 5: "a few steps"). Measured on checks/: every '
+            "non-finite setup there is non-finite at init (step 0) except numerics_diverging_sgd.py, which "
+            "overflows at step 2; 10 steps leave room for slower divergence, the fast budget keeps 3."
+        ),
+    )
+    batches: int = param(
+        4,
+        fast=2,
+        source=(
+            "Batches scanned for NaN / inf and cycled over by the steps: the same first batches the other probes "
+            "read (the context caches them), so the data is not read twice. Missing values in 10% of the rows of "
+            "one feature (checks/numerics_nan_feature.py) show up in the first batch of 32 with probability 1 - "
+            "0.9^32 = 97%."
+        ),
+    )
+
+
+@probe("numerics", title="Finite values (NaN / inf)", order=15, params=Params)
+def numerics(ctx: Context, p: Params) -> Result:
     """Checks that inputs, outputs, the loss and the gradients stay finite (no NaN / inf) in the first steps.
 
     What it does:
@@ -227,8 +238,8 @@ def numerics(ctx: Context) -> Result:
         (step 0): `torch.log` in the model itself (`model`, LogCounts) produced 222 -inf of 640 values (its inputs were
         finite, range [0, 10]); at checks/numerics_log_of_zero.py:24: return self.net(torch.log(x))".
     """
-    steps = max(1, int(ctx.params["steps"]))
-    batches = ctx.batches(min(steps, int(ctx.params["batches"])))
+    steps = max(1, p.steps)
+    batches = ctx.batches(min(steps, p.batches))
     data_error = _check_data(ctx, batches)
     if data_error is not None:
         return data_error

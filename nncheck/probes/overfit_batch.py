@@ -11,26 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip, code_path, execution_order
-from nncheck.probes import probe
-from nncheck.probes.initial_loss import _log_prob_dim
+from nncheck.context import Context, ProbeSkip
+from nncheck.losses import log_prob_dim, unwrap_loss
+from nncheck.modelgraph import code_path, without_dropout
+from nncheck.registry import param, probe
 from nncheck.report import Result, failed, passed, warned
 
-# Karpathy, "A Recipe for Training Neural Networks": "overfit one batch ... of as few as two examples ...
-# we should be able to reach zero loss". 8 samples keep BatchNorm statistics meaningful in train mode.
-BATCH_SIZE = 8
-# Memorised when the loss falls below 5% of its initial value (issue 2, item 7); classification: every sample
-# classified correctly and the loss below 10% (issue 2). Measured on examples/ with their own optimizers (Adam 1e-3):
-# correct setups get there in 50-320 steps (residual CNN the slowest, ~310); the broken setups of checks/ never get
-# below 32% of their initial loss.
-LOSS_RATIO = 0.05
-CE_LOSS_RATIO = 0.10
-MAX_STEPS = 500
-# --budget fast: looser goals, fewer steps. Measured on examples/: 15% / all-correct-and-30% are reached in 45-210
-# steps (0.6-0.7x the full cost), still far from the 32%+ where the broken checks/ end. 250 steps leave a margin.
-FAST_LOSS_RATIO = 0.15
-FAST_CE_LOSS_RATIO = 0.30
-FAST_MAX_STEPS = 250
 # Give up early when the loss stops falling: over the last STALL_WINDOW steps the best loss improved by less than
 # STALL_TOL of the initial loss (checked from STALL_MIN_STEPS on). At that pace the remaining steps of a 500-step run
 # can win at most 5%, so a run that stalls could only pass by speeding up ~20x. Measured: correct examples improve
@@ -47,13 +33,6 @@ STALL_MIN_STEPS = 100
 SLOW_HORIZON = 1.0
 # Regression targets whose mean is more than this many target stds from the outputs' mean at init: a suspect.
 OFFSET_STDS = 3.0
-# The fallback optimizer, Karpathy's "safe" default: Adam with lr 3e-4.
-FALLBACK_LR = 3e-4
-# When your optimizer already is that default (no `optimizer` in the setup, or Adam 3e-4), the retry uses Adam 1e-3
-# (PyTorch's / Kingma & Ba's default LR) instead of repeating the same run. Measured: examples/cnn_bn, embedding_bag,
-# multilabel and residual_cnn without their `optimizer` are still falling at step 250 with Adam 3e-4 (fast budget)
-# and memorise with Adam 1e-3 in 45-210 steps.
-DEFAULT_RETRY_LR = 1e-3
 # A loss at init at or below max(TINY_LOSS, TINY_RELATIVE x |the loss of an all-zero output|) above its floor is
 # "already memorised": the model starts on its targets to float32 precision (squared errors resolve ~1e-7 relative).
 TINY_LOSS = 1e-12
@@ -96,15 +75,9 @@ class Run:
         return self.losses[-1] if self.losses else math.nan
 
 
-def _unwrap_loss(loss_fn: Any) -> Any:
-    while hasattr(loss_fn, "inner") and isinstance(loss_fn, nn.Module):
-        loss_fn = loss_fn.inner
-    return loss_fn
-
-
 def _ce_floor(ctx: Context, num_classes: int) -> float:
     """The lowest reachable cross-entropy: 0, or the entropy of the smoothed targets with label smoothing."""
-    eps = float(getattr(_unwrap_loss(ctx.loss_fn), "label_smoothing", 0.0) or 0.0)
+    eps = float(getattr(unwrap_loss(ctx.loss_fn), "label_smoothing", 0.0) or 0.0)
     if eps <= 0 or num_classes < 2:
         return 0.0
     hit, miss = 1 - eps + eps / num_classes, eps / num_classes
@@ -113,13 +86,13 @@ def _ce_floor(ctx: Context, num_classes: int) -> float:
 
 def _known_floor(ctx: Context, out0: Any, y0: Any) -> float | None:
     """The lowest loss any output reaches on these targets, for losses where it is known; None otherwise."""
-    inner = _unwrap_loss(ctx.loss_fn)
+    inner = unwrap_loss(ctx.loss_fn)
     if ctx.loss_kind == "ce" and isinstance(out0, torch.Tensor):
         return _ce_floor(ctx, ctx.class_logits(out0).shape[1])
     if ctx.loss_kind == "mse" or isinstance(inner, (nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)):
         return 0.0
     if (isinstance(inner, nn.NLLLoss) or inner is F.nll_loss) and isinstance(out0, torch.Tensor):
-        return 0.0 if _log_prob_dim(out0.detach()) is not None else None  # no floor on raw scores
+        return 0.0 if log_prob_dim(out0.detach()) is not None else None  # no floor on raw scores
     if not isinstance(y0, torch.Tensor) or not y0.is_floating_point():
         return 0.0 if ctx.loss_kind == "bce" else None
     y = y0.detach().double()
@@ -321,7 +294,7 @@ def _diagnose(ctx: Context, model: nn.Module, batch: Any) -> list[str]:
     shapes that broadcast in the loss, parameters without gradient."""
     found: list[str] = []
     model.zero_grad(set_to_none=True)
-    runs = execution_order(ctx, model, batch)
+    runs = ctx.execution_order(model, batch)
     out, y = ctx.forward(model, batch)
     ctx.loss(out, y).backward()
     last = runs[-2] if len(runs) >= 2 else None
@@ -364,24 +337,106 @@ def _curve(run: Run) -> dict[str, list[float]]:
     return {"x": list(range(len(run.losses))), "y": run.losses}
 
 
-@probe(
-    "overfit-batch",
-    title="Overfit one batch",
-    order=30,
-    params={
-        "batch_size": BATCH_SIZE,
-        "max_steps": MAX_STEPS,
-        "loss_ratio": LOSS_RATIO,
-        "ce_loss_ratio": CE_LOSS_RATIO,
-        "fallback_lr": FALLBACK_LR,
-        "default_retry_lr": DEFAULT_RETRY_LR,
-        "stall_tol": STALL_TOL,
-        "unknown_floor_warn": UNKNOWN_FLOOR_WARN,
-        "slow_horizon": SLOW_HORIZON,
-    },
-    fast={"max_steps": FAST_MAX_STEPS, "loss_ratio": FAST_LOSS_RATIO, "ce_loss_ratio": FAST_CE_LOSS_RATIO},
-)
-def overfit_batch(ctx: Context) -> Result:
+@dataclass(frozen=True)
+class Params:
+    """Parameters of overfit-batch (`[tool.nncheck.probes.overfit-batch]`)."""
+
+    batch_size: int = param(
+        8,
+        source=(
+            'Karpathy, "A Recipe for Training Neural Networks": "overfit one batch ... of as few as two examples '
+            '... we should be able to reach zero loss". 8 samples keep BatchNorm statistics meaningful in train '
+            "mode."
+        ),
+    )
+    max_steps: int = param(
+        500,
+        fast=250,
+        source=(
+            "Memorised when the loss falls below 5% of its initial value (issue 2, item 7); classification: every "
+            "sample classified correctly and the loss below 10% (issue 2). Measured on examples/ with their own "
+            "optimizers (Adam 1e-3): correct setups get there in 50-320 steps (residual CNN the slowest, ~310); "
+            "the broken setups of checks/ never get below 32% of their initial loss. Fast budget: --budget fast: "
+            "looser goals, fewer steps. Measured on examples/: 15% / all-correct-and-30% are reached in 45-210 "
+            "steps (0.6-0.7x the full cost), still far from the 32%+ where the broken checks/ end. 250 steps "
+            "leave a margin."
+        ),
+    )
+    loss_ratio: float = param(
+        0.05,
+        fast=0.15,
+        source=(
+            "Memorised when the loss falls below 5% of its initial value (issue 2, item 7); classification: every "
+            "sample classified correctly and the loss below 10% (issue 2). Measured on examples/ with their own "
+            "optimizers (Adam 1e-3): correct setups get there in 50-320 steps (residual CNN the slowest, ~310); "
+            "the broken setups of checks/ never get below 32% of their initial loss. Fast budget: --budget fast: "
+            "looser goals, fewer steps. Measured on examples/: 15% / all-correct-and-30% are reached in 45-210 "
+            "steps (0.6-0.7x the full cost), still far from the 32%+ where the broken checks/ end. 250 steps "
+            "leave a margin."
+        ),
+    )
+    ce_loss_ratio: float = param(
+        0.1,
+        fast=0.3,
+        source=(
+            "Memorised when the loss falls below 5% of its initial value (issue 2, item 7); classification: every "
+            "sample classified correctly and the loss below 10% (issue 2). Measured on examples/ with their own "
+            "optimizers (Adam 1e-3): correct setups get there in 50-320 steps (residual CNN the slowest, ~310); "
+            "the broken setups of checks/ never get below 32% of their initial loss. Fast budget: --budget fast: "
+            "looser goals, fewer steps. Measured on examples/: 15% / all-correct-and-30% are reached in 45-210 "
+            "steps (0.6-0.7x the full cost), still far from the 32%+ where the broken checks/ end. 250 steps "
+            "leave a margin."
+        ),
+    )
+    fallback_lr: float = param(0.0003, source='The fallback optimizer, Karpathy\'s "safe" default: Adam with lr 3e-4.')
+    default_retry_lr: float = param(
+        0.001,
+        source=(
+            "When your optimizer already is that default (no `optimizer` in the setup, or Adam 3e-4), the retry "
+            "uses Adam 1e-3 (PyTorch's / Kingma & Ba's default LR) instead of repeating the same run. Measured: "
+            "examples/cnn_bn, embedding_bag, multilabel and residual_cnn without their `optimizer` are still "
+            "falling at step 250 with Adam 3e-4 (fast budget) and memorise with Adam 1e-3 in 45-210 steps."
+        ),
+    )
+    stall_tol: float = param(
+        0.005,
+        source=(
+            "Give up early when the loss stops falling: over the last STALL_WINDOW steps the best loss improved "
+            "by less than STALL_TOL of the initial loss (checked from STALL_MIN_STEPS on). At that pace the "
+            "remaining steps of a 500-step run can win at most 5%, so a run that stalls could only pass by "
+            "speeding up ~20x. Measured: correct examples improve by >= 2.3% per window before they pass (also "
+            "with Adam 3e-4); broken checks/ stall at steps 100-350."
+        ),
+    )
+    unknown_floor_warn: float = param(
+        0.25,
+        source=(
+            "Losses without a known floor (custom functions, a loss + a constant, a stochastic forward such as a "
+            "VAE's sampling): the floor is estimated by fitting the outputs themselves (no model) to the batch's "
+            "targets with Adam (lr FLOOR_FIT_LR, FLOOR_FIT_STEPS steps on 8 samples: ~1 ms per step). That "
+            "estimate is only an upper bound of the true floor, and a stochastic forward cannot reach it, so "
+            "below UNKNOWN_FLOOR_WARN of the initial gap a run warns rather than fails. Measured: every broken "
+            "setup of checks/ that overfit-batch catches ends at >= 32% of its initial loss (ob_sgd_lr_too_low "
+            "99.7%, ob_softmax_before_cross_entropy 56-58%, ob_sigmoid_on_regression 40-47%, ob_mse_broadcast "
+            "32%); the held-out a_vae.py (correct, sampling in forward) ends at 19-20% after 500 steps."
+        ),
+    )
+    slow_horizon: float = param(
+        1.0,
+        source=(
+            'A run that ends at max_steps without stalling is "slow", not broken, when the pace of its last '
+            "STALL_WINDOW steps, kept up for another SLOW_HORIZON x max_steps steps, would reach the goal (a "
+            "linear extrapolation: optimistic for a decelerating curve, hence a single horizon). Measured on "
+            "seeds 0-2, the broken checks/ whose Adam retry is still falling at the end project to 29-31% "
+            "(ob_mse_broadcast), 30-37% (ob_sigmoid_on_regression) and 37-40% (ob_softmax_before_cross_entropy) "
+            "with the fast budget (goal 15%), 29-54% with the full one (goal 5%); the held-out a_vae.py (correct) "
+            "projects to -2-11%."
+        ),
+    )
+
+
+@probe("overfit-batch", title="Overfit one batch", order=30, params=Params)
+def overfit_batch(ctx: Context, p: Params) -> Result:
     """Checks that the model, loss and optimizer can memorise a handful of samples.
 
     What it does:
@@ -427,14 +482,13 @@ def overfit_batch(ctx: Context) -> Result:
         A classifier ending in `nn.Softmax(dim=1)` trained with CrossEntropyLoss: loss 1.62 -> 0.92 (57% of
         initial), stalled: fail, "cannot memorise 8 samples even with Adam 3e-4", suspect: `Softmax`.
     """
-    p = ctx.params
-    n = int(p["batch_size"])
-    max_steps = int(p["max_steps"])
+    n = p.batch_size
+    max_steps = p.max_steps
     command = f"nncheck run {ctx.setup.path}"
     batch = ctx.slice_batch(ctx.batch(), n)
     n = min(n, ctx.batch_size(batch))
 
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    model = without_dropout(ctx.fresh_model(train=True))
     with torch.no_grad():
         out0, y0 = ctx.forward(model, batch)
         l_init = float(ctx.loss(out0, y0))
@@ -466,9 +520,9 @@ def overfit_batch(ctx: Context) -> Result:
         raise ProbeSkip(
             f"the loss on {n} samples is already {l_init:.4g} at init ({how_known}: {floor:.4g}): nothing to memorise"
         )
-    target_loss = floor + p["loss_ratio"] * (l_init - floor)
-    target_ce = floor + p["ce_loss_ratio"] * (l_init - floor)
-    warn_share = float(p["unknown_floor_warn"])
+    target_loss = floor + p.loss_ratio * (l_init - floor)
+    target_ce = floor + p.ce_loss_ratio * (l_init - floor)
+    warn_share = p.unknown_floor_warn
 
     def done(loss: float, accuracy: Callable[[], float | None]) -> bool:
         if loss < target_loss:
@@ -489,7 +543,7 @@ def overfit_batch(ctx: Context) -> Result:
     user_desc = _describe_optimizer(user_opt)
     if not ctx.setup.custom_optimizer:
         user_desc = f"nncheck's default {user_desc}"
-    user = _memorise(ctx, "your optimizer", model, user_opt, batch, max_steps, done, float(p["stall_tol"]))
+    user = _memorise(ctx, "your optimizer", model, user_opt, batch, max_steps, done, p.stall_tol)
     measured: dict[str, Any] = {
         "samples": n,
         "initial_loss": l_init,
@@ -544,10 +598,10 @@ def overfit_batch(ctx: Context) -> Result:
         )
 
     # the second opinion: Adam 3e-4, or Adam 1e-3 when your optimizer already is Adam 3e-4
-    default_like = not ctx.setup.custom_optimizer or _is_fallback(user_opt, float(p["fallback_lr"]))
-    lr = float(p["default_retry_lr"] if default_like else p["fallback_lr"])
+    default_like = not ctx.setup.custom_optimizer or _is_fallback(user_opt, p.fallback_lr)
+    lr = float(p.default_retry_lr if default_like else p.fallback_lr)
     retry_name = f"Adam {_lr_text(lr)}"
-    model = ctx.without_dropout(ctx.fresh_model(train=True))
+    model = without_dropout(ctx.fresh_model(train=True))
     retry = _memorise(
         ctx,
         retry_name,
@@ -556,7 +610,7 @@ def overfit_batch(ctx: Context) -> Result:
         batch,
         max_steps,
         done,
-        float(p["stall_tol"]),
+        p.stall_tol,
     )
     plot["curves"][retry.name] = _curve(retry)
     measured.update(
@@ -579,8 +633,8 @@ def overfit_batch(ctx: Context) -> Result:
             expected=expected,
             series={"loss": plot},
         )
-    goal = float(p["loss_ratio"])
-    horizon = int(float(p["slow_horizon"]) * max_steps)
+    goal = p.loss_ratio
+    horizon = int(p.slow_horizon * max_steps)
 
     def slow(run: Run) -> bool:
         return _projected(run, share, horizon) < goal
@@ -618,7 +672,7 @@ def overfit_batch(ctx: Context) -> Result:
             f"steps with {label}, still falling{note}",
             measured=measured,
             expected=expected,
-            hint=f"{both}. A working setup gets below {100 * p['loss_ratio']:.0f}% within {max_steps} steps; this "
+            hint=f"{both}. A working setup gets below {100 * p.loss_ratio:.0f}% within {max_steps} steps; this "
             "one is still on its way. Raise `max_steps` in [tool.nncheck.probes.overfit-batch] to confirm it gets "
             "there, or try a higher learning rate.",
             series={"loss": plot},
@@ -626,7 +680,7 @@ def overfit_batch(ctx: Context) -> Result:
     if lenient and best_share < warn_share:
         return warned(
             f"{n} samples only get to {100 * best_share:.0f}% of the initial loss above its floor (goal "
-            f"{100 * p['loss_ratio']:.0f}%){note}",
+            f"{100 * p.loss_ratio:.0f}%){note}",
             measured=measured,
             expected=expected,
             hint=f"{both}. The floor of this loss is not known exactly (or the forward samples), so a run ending "
@@ -639,7 +693,7 @@ def overfit_batch(ctx: Context) -> Result:
     offset = _offset_at_init(out0, y0, command) if ctx.loss_kind == "mse" else None
     if offset:
         suspects.insert(0, offset)
-    hint = f"{both}; a working setup gets below {100 * p['loss_ratio']:.0f}% within {max_steps} steps. "
+    hint = f"{both}; a working setup gets below {100 * p.loss_ratio:.0f}% within {max_steps} steps. "
     if suspects:
         hint += "Suspects: " + "; ".join(suspects) + "."
     else:
