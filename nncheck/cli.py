@@ -1,7 +1,7 @@
 """The command line: ``nncheck run FILE...``, ``nncheck list``, ``nncheck explain ID``.
 
-Exit codes (DESIGN.md §3): 0 no fail / error (warnings allowed unless --strict), 1 a probe failed or errored,
-2 a setup could not be loaded or the command line / configuration is wrong.
+Exit codes (README, "Use it as a CI gate"): 0 no fail / error (warnings allowed unless --strict), 1 a probe failed
+or errored, 2 a setup could not be loaded or the command line / configuration is wrong.
 torch is imported only by the commands that need it, so ``nncheck --help`` is instant.
 """
 
@@ -14,13 +14,7 @@ from typing import Any
 import click
 
 from nncheck.registry import NO_FAST, Probe
-
-FORMATS = ("text", "json", "junit", "github", "html")
-
-
-def _fail_usage(message: str) -> None:
-    click.echo(f"nncheck: {message}", err=True)
-    sys.exit(2)
+from nncheck.render import FORMATS
 
 
 class _Progress:
@@ -67,7 +61,7 @@ class _Progress:
             self.progress = None
 
 
-_EXTENSIONS = {".json": "json", ".xml": "junit", ".html": "html", ".htm": "html", ".txt": "text", ".md": "github"}
+_EXTENSIONS = {".json": "json", ".xml": "junit", ".html": "html", ".htm": "html", ".txt": "text"}
 
 
 def _format_of(path: str) -> str:
@@ -75,8 +69,8 @@ def _format_of(path: str) -> str:
     if path == "-":
         return "text"
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _EXTENSIONS or ext == ".md":
-        _fail_usage(
+    if ext not in _EXTENSIONS:
+        raise click.UsageError(
             f"cannot tell the format of `{path}` from its extension; add --format (one of {', '.join(FORMATS)})."
         )
     return _EXTENSIONS[ext]
@@ -154,16 +148,17 @@ def run(
     if not formats and len(outputs) == 1:  # `-o report.json`: the extension names the format
         formats = (_format_of(outputs[0]),)
     if len(outputs) > max(len(formats), 1):
-        _fail_usage("more --output paths than --format values; give one --format per --output.")
+        raise click.UsageError("more --output paths than --format values; give one --format per --output.")
     fmts = list(formats) or ["text"]
     outs = list(outputs) + ["-"] * (len(fmts) - len(outputs))
     if sum(o == "-" for o in outs) > 1:
-        _fail_usage("only one format can go to stdout; give the others an --output PATH.")
+        raise click.UsageError("only one format can go to stdout; give the others an --output PATH.")
 
     from nncheck.config import ConfigError, given, load_config, validate
+    from nncheck.files import setup_files_in
     from nncheck.report import Report, SetupReport
     from nncheck.runner import run_setup
-    from nncheck.setup import SetupError, load_setup, setup_files_in
+    from nncheck.setup import SetupError, load_setup
 
     overrides = dict(
         only=_split_ids(only),
@@ -177,7 +172,7 @@ def run(
     try:  # a wrong probe id on the command line is a usage error (exit 2), named before anything runs
         validate(given(overrides), "command line")
     except ConfigError as e:
-        _fail_usage(str(e))
+        raise click.UsageError(str(e)) from None
     progress = _Progress(sys.stderr.isatty() and not os.environ.get("CI"))
     report = Report()
     expanded: list[str] = []
@@ -185,7 +180,7 @@ def run(
         if os.path.isdir(path):
             found = setup_files_in(path)
             if not found:
-                _fail_usage(f"{path}: no setup file in this folder (a .py file defining `model`).")
+                raise click.UsageError(f"{path}: no setup file in this folder (a .py file defining `model`).")
             expanded += found
         else:
             expanded.append(path)
@@ -205,7 +200,7 @@ def run(
         try:
             text = render(report, fmt, color=use_color, verbose=verbose)
         except ImportError as e:
-            _fail_usage(str(e))
+            raise click.UsageError(str(e)) from None
         if out == "-":
             click.echo(text, nl=False)
         else:
@@ -273,9 +268,11 @@ def explain(probe_id: str | None, all_: bool, markdown: bool) -> None:
             click.echo("\n\n".join(explain_text(p) for p in probes.values()))
         return
     if probe_id is None:
-        _fail_usage(f"give a probe id (or --all). Valid ids: {', '.join(probes)}.")
+        raise click.UsageError(f"give a probe id (or --all). Valid ids: {', '.join(probes)}.")
     if probe_id not in probes:
-        _fail_usage(f"unknown probe id `{probe_id}`.{nearest(probe_id, tuple(probes))} Valid ids: {', '.join(probes)}.")
+        raise click.UsageError(
+            f"unknown probe id `{probe_id}`.{nearest(probe_id, tuple(probes))} Valid ids: {', '.join(probes)}."
+        )
     click.echo(explain_text(probes[probe_id]))
 
 

@@ -23,13 +23,14 @@ This module is imported by every pytest run where nncheck is installed: it must 
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from nncheck.files import defines_model, model_line
 
 if TYPE_CHECKING:
     from nncheck.config import Config
@@ -40,12 +41,6 @@ BATTERY_NAME = "nncheck"
 MARKER = "nncheck"
 # A file found while walking a directory under `--nncheck` is a setup file when it defines `model` at top level.
 _NNCHECK_FILES = pytest.StashKey[set[Path]]()
-
-
-def _defines_model() -> re.Pattern[str]:
-    from nncheck.setup import DEFINES_MODEL  # lazily: nncheck.setup imports torch
-
-    return DEFINES_MODEL
 
 
 class NncheckWarning(UserWarning):
@@ -159,10 +154,7 @@ def _is_setup_file(file_path: Path, parent: pytest.Collector) -> bool:
         return False
     if parent.session.isinitpath(file_path):
         return True
-    try:
-        return bool(_defines_model().search(file_path.read_text(encoding="utf-8", errors="replace")))
-    except OSError:
-        return False
+    return defines_model(file_path)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -177,16 +169,6 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> 
     if _is_setup_file(module_path, parent):
         return SetupFile.from_parent(parent, path=module_path)
     return None
-
-
-def model_line(path: Path) -> int:
-    """The line defining `model` in a setup file (1 when not found): where warnings and annotations point."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return 1
-    m = _defines_model().search(text)
-    return text.count("\n", 0, m.start()) + 1 if m else 1
 
 
 class SetupFile(pytest.File):
@@ -315,7 +297,7 @@ class ProbeItem(pytest.Item):
                 NncheckWarning(result_text(result)),
                 category=NncheckWarning,
                 filename=str(self.path),
-                lineno=model_line(self.path),
+                lineno=model_line(self.path) or 1,
             )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
@@ -327,7 +309,7 @@ class ProbeItem(pytest.Item):
         # 0-based line of `model`; the domain is the failure headline (not a suffix of the node id, which pytest
         # would then rewrite with "." -> "::")
         rel = self.nodeid.split("::")[0]
-        return self.path, model_line(self.path) - 1, f"nncheck {self.name} on {rel}"
+        return self.path, (model_line(self.path) or 1) - 1, f"nncheck {self.name} on {rel}"
 
 
 # ------------------------------------------------------------------------------------------------ fixture

@@ -1,6 +1,6 @@
 """The Setup: what nncheck needs to know about a user's training code.
 
-A setup file is any Python module that defines (see DESIGN.md §2):
+A setup file is any Python module that defines (README, "Writing a setup file"):
 
 ========== ======== =================================================================================
 name       required what
@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -173,31 +172,6 @@ def user_frames(tb: Any, path: str) -> str:
         if not os.path.abspath(f.filename).startswith(here) and "importlib" not in f.filename
     ]
     return "".join(traceback.format_list(frames))
-
-
-# A file defines `model` at top level (a def, an assignment, or an import of that name).
-DEFINES_MODEL = re.compile(r"^(def\s+model\b|model\s*[:=]|from\s+\S+\s+import\s+.*\bmodel\b)", re.MULTILINE)
-
-
-def defines_model(path: str | os.PathLike[str]) -> bool:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return bool(DEFINES_MODEL.search(f.read()))
-    except OSError:
-        return False
-
-
-def setup_files_in(folder: str | os.PathLike[str]) -> list[str]:
-    """The setup files of a folder (recursively): `.py` files defining `model`, not tests, conftest or private."""
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-        for name in sorted(files):
-            if name.endswith(".py") and not name.startswith(("_", "test_")) and name != "conftest.py":
-                path = os.path.join(root, name)
-                if defines_model(path):
-                    out.append(path)
-    return out
 
 
 def user_location(e: BaseException) -> str:

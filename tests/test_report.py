@@ -1,4 +1,4 @@
-"""Report model and JSON renderer: exactly the documented shape (DESIGN.md §3)."""
+"""Report model and JSON renderer: exactly the shape the README documents."""
 
 from __future__ import annotations
 

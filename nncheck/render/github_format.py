@@ -13,17 +13,15 @@ Escaping follows GitHub's toolkit (``@actions/core`` ``command.ts``): in the mes
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nncheck.files import model_line
 from nncheck.render import result_lines
 
 if TYPE_CHECKING:
     from nncheck.report import Report, Result, SetupReport
 
 ICON = {"pass": "✅ pass", "warn": "⚠️ warn", "fail": "❌ fail", "error": "💥 error", "skip": "⏭️ skip"}
-_DEFINES_MODEL = re.compile(r"^(def\s+model\b|model\s*[:=])", re.MULTILINE)
 
 
 def escape_data(text: str) -> str:
@@ -38,16 +36,6 @@ def command(name: str, message: str, **properties: Any) -> str:
     """One workflow command line: ``::name key=value,key=value::message``."""
     props = ",".join(f"{k}={escape_property(str(v))}" for k, v in properties.items() if v is not None)
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
-
-
-def model_line(path: str) -> int | None:
-    """Line of ``def model`` / ``model =`` in the setup file, so the annotation lands on it (None if unknown)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    m = _DEFINES_MODEL.search(text)
-    return text.count("\n", 0, m.start()) + 1 if m else None
 
 
 def annotation_text(r: Result) -> str:

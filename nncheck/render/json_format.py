@@ -1,4 +1,4 @@
-"""JSON output, exactly the documented shape (DESIGN.md §3): ``{"nncheck_version", "schema", "setups"}``."""
+"""JSON output, exactly the shape the README documents ("JSON output"): ``{"nncheck_version", "schema", "setups"}``."""
 
 from __future__ import annotations
 
