@@ -281,7 +281,7 @@ def _overview(report: Report) -> str:
 def render(report: Report, **options: Any) -> str:
     """The whole report as one HTML document (options are ignored; accepted for the renderer interface)."""
     _matplotlib()  # fail early, before any work, when the extra is missing
-    from nncheck import __version__
+    from nncheck._version import __version__
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     verdict = "OK" if report.ok else "NOT OK"
