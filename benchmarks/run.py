@@ -216,7 +216,7 @@ def collect(files: list[Path], args: argparse.Namespace) -> list[dict[str, Any]]
                 print(f"[{n}/{len(jobs)}] {mode:7s} {rel(f)}", file=sys.stderr, flush=True)
     setups = []
     for f in files:
-        correct, expect = declared(f)
+        correct, expect, _ = declared(f)
         setups.append(
             {
                 "path": rel(f),

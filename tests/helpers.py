@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nncheck.config import Config
 from nncheck.report import SetupReport
@@ -28,10 +28,18 @@ def setup_files() -> list[Path]:
     return out
 
 
-def declared(path: Path) -> tuple[bool, dict[str, str]]:
-    """(CORRECT, EXPECT) as declared at module level, read without importing the file."""
+class Claim(NamedTuple):
+    """What a setup file claims (module-level ``CORRECT``, ``EXPECT``, ``ALLOW``; see tests/test_corpus.py)."""
+
+    correct: bool
+    expect: dict[str, str]
+    allow: dict[str, str]
+
+
+def declared(path: Path) -> Claim:
+    """The claim a setup file declares at module level, read without importing the file."""
     tree = ast.parse(path.read_text())
-    correct, expect = False, {}
+    correct, expect, allow = False, {}, {}
     for node in tree.body:
         targets = []
         if isinstance(node, ast.Assign):
@@ -45,18 +53,20 @@ def declared(path: Path) -> tuple[bool, dict[str, str]]:
                 correct = bool(ast.literal_eval(value))
             elif t == "EXPECT":
                 expect = dict(ast.literal_eval(value))
-    return correct, expect
+            elif t == "ALLOW":
+                allow = dict(ast.literal_eval(value))
+    return Claim(correct, expect, allow)
 
 
 def correct_files() -> list[Path]:
-    return [f for f in setup_files() if declared(f)[0]]
+    return [f for f in setup_files() if declared(f).correct]
 
 
 def broken_files(probe_id: str | None = None) -> list[Path]:
     out = []
     for f in setup_files():
-        correct, expect = declared(f)
-        if not correct and expect and (probe_id is None or probe_id in expect):
+        claim = declared(f)
+        if not claim.correct and claim.expect and (probe_id is None or probe_id in claim.expect):
             out.append(f)
     return out
 
