@@ -10,7 +10,6 @@ Tensor trees live in ``nncheck.tensors``, losses in ``nncheck.losses``, the modu
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,13 +21,20 @@ from nncheck import losses
 from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import Batch, Setup, SetupError, user_location
 from nncheck.state import seed_everything
-from nncheck.tensors import first_tensor, map_tensors
+from nncheck.tensors import first_tensor, iter_tensors, map_tensors
 
 # Number of batches the context reads from `data` at most (probes use the first few).
 MAX_CACHED_BATCHES = 8
-# Steps timed to estimate one training step (median), after warm-up steps.
+# Steps timed to estimate one training step, after warm-up steps. The step time is the fastest of them: another
+# process can only slow a step down, so the minimum is the estimate a busy machine disturbs least.
 STEP_TIMING_WARMUP = 2
 STEP_TIMING_STEPS = 5
+# Cost accounting, in training steps of the user's batch (forward + backward + optimizer step = 1): a backward pass
+# costs about twice a forward (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1: ~2N
+# FLOPs per token forward, ~4N backward), so a forward counts 1/3 and a backward 2/3; a pass over part of a batch
+# counts in proportion to its samples.
+FORWARD_SHARE = 1 / 3
+BACKWARD_SHARE = 2 / 3
 
 
 class ProbeTimeout(Exception):
@@ -67,6 +73,8 @@ class Context:
         self.loss_kind = "custom"
         self.loss_inferred = False
         self.step_time_s: float | None = None
+        self.steps_spent = 0.0  # training-step equivalents run so far (FORWARD_SHARE / BACKWARD_SHARE)
+        self._reference_batch_size: int | None = None
 
     # ------------------------------------------------------------------ time budget
     def check_time(self) -> None:
@@ -183,8 +191,32 @@ class Context:
 
     # ------------------------------------------------------------------ forward / loss
     def forward(self, model: nn.Module, batch: Batch) -> tuple[Any, Any]:
-        """The user's forward: ``(output, target)``."""
-        return self.setup.forward(model, batch)
+        """The user's forward: ``(output, target)``. Every call is counted in ``steps_spent``: a forward, and, when
+        a backward pass later reaches the output, a backward (in proportion to the batch's samples)."""
+        out, y = self.setup.forward(model, batch)
+        share = self._sample_share(batch)
+        self.steps_spent += FORWARD_SHARE * share
+        if torch.is_grad_enabled():
+            t = next((t for t in iter_tensors(out) if t.requires_grad), None)
+            if t is not None:
+                try:
+                    t.register_hook(lambda grad: self._count(BACKWARD_SHARE * share))
+                except RuntimeError:  # a tensor that takes no hooks (inside a torch.func transform): not counted
+                    pass
+        return out, y
+
+    def _count(self, steps: float) -> None:
+        self.steps_spent += steps
+
+    def _sample_share(self, batch: Batch) -> float:
+        """The batch's samples relative to the first cached batch's (1 when either has no batch dimension)."""
+        t = first_tensor(self.inputs_of(batch))
+        if t is None or t.dim() == 0:
+            return 1.0
+        if self._reference_batch_size is None:
+            ref = first_tensor(self.inputs_of(self.batch())) if self._batches else t
+            self._reference_batch_size = int(ref.shape[0]) if ref is not None and ref.dim() else int(t.shape[0])
+        return min(int(t.shape[0]) / max(self._reference_batch_size, 1), 1.0) if self._reference_batch_size else 1.0
 
     def loss(self, output: Any, target: Any) -> torch.Tensor:
         return self.loss_fn(output, target)
@@ -313,19 +345,20 @@ class Context:
         if time_steps:
             self.step_time_s = self.measure_step_time()
 
-    def measure_step_time(self) -> float:
-        """Median wall time of one training step (forward + backward + optimizer step) on the first batch."""
+    def measure_step_time(self, warmup: int = STEP_TIMING_WARMUP, steps: int = STEP_TIMING_STEPS) -> float:
+        """Wall time of one training step (forward + backward + optimizer step) on the first batch: the fastest of
+        ``steps`` timed steps after ``warmup`` untimed ones (load only ever slows a step down)."""
         model = self.fresh_model()
         opt = self.optimizer(model)
         batch = self.batch()
         samples: list[float] = []
         try:
-            for i in range(STEP_TIMING_WARMUP + STEP_TIMING_STEPS):
+            for i in range(warmup + steps):
                 self.sync()
                 t0 = time.perf_counter()
                 self.train_step(model, opt, batch)
                 self.sync()
-                if i >= STEP_TIMING_WARMUP:
+                if i >= warmup:
                     samples.append(time.perf_counter() - t0)
         except SetupError:
             raise
@@ -334,7 +367,7 @@ class Context:
                 f"{self.setup.path}: a training step (forward, loss.backward(), optimizer.step()) raised "
                 f"{type(e).__name__}: {e}"
             ) from e
-        return max(statistics.median(samples), 1e-6)
+        return max(min(samples), 1e-6)
 
     # ------------------------------------------------------------------ classification helpers
     def num_classes(self, output: Any) -> int | None:

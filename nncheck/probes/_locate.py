@@ -22,7 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from nncheck.context import Context
-from nncheck.modelgraph import code_path
+from nncheck.modelgraph import code_path, forward_hooks
 from nncheck.setup import Batch
 from nncheck.tensors import iter_tensors
 
@@ -202,13 +202,17 @@ class Located:
     grads_bad: list[str]
 
 
-def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+# The CPU RNG state and, on a CUDA device, that device's.
+RngState = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def rng_state(device: torch.device) -> RngState:
     """The RNG state(s) a forward pass on ``device`` draws from (cheaper than re-seeding)."""
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return torch.get_rng_state(), cuda
 
 
-def set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+def set_rng_state(state: RngState, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
@@ -218,38 +222,30 @@ def locate(
     ctx: Context,
     model: nn.Module,
     batch: Batch,
-    rng: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    rng: RngState | None = None,
     backward: bool = True,
 ) -> Located:
     """Re-run forward, loss and backward on ``batch`` watching every op; ``rng`` (from ``rng_state``) replays
     the random draws (dropout masks) of the pass that showed the problem."""
     watch = _Watch()
-    handles = []
 
-    def push(entry: tuple[str, str]) -> Any:
-        return lambda mod, inp: watch.stack.append(entry)  # returns None: the input is kept
+    def push(mod: nn.Module, inp: Any, name: str) -> None:  # returns None: the input is kept
+        watch.stack.append((name, type(mod).__name__))
 
-    def pop(mod: nn.Module, inp: Any, out: Any) -> None:
+    def pop(mod: nn.Module, inp: Any, out: Any, name: str) -> None:
         if watch.stack:
             watch.stack.pop()
 
-    for name, m in model.named_modules():
-        handles.append(m.register_forward_pre_hook(push((name, type(m).__name__))))
-        handles.append(m.register_forward_hook(pop))
     for p in model.parameters():
         p.grad = None
     if rng is not None:
         set_rng_state(rng, ctx.device)
     loss = out = None
-    try:
-        with watch:
-            out, y = ctx.forward(model, batch)
-            watch.stack.clear()
-            watch.phase = "<loss>"
-            loss = ctx.loss(out, y)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks(model.named_modules(), pop, pre=push), watch:
+        out, y = ctx.forward(model, batch)
+        watch.stack.clear()
+        watch.phase = "<loss>"
+        loss = ctx.loss(out, y)
     output_bad = not all_finite(out)
     loss_bad = not all_finite(loss)
     grads_bad: list[str] = []

@@ -9,11 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context, ProbeSkip
-from nncheck.modelgraph import BATCHNORM_TYPES, code_path, without_dropout
-from nncheck.probes._blockers import find_blockers
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed
+from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, forward_hooks, param, probe
+from nncheck.modelgraph import BATCHNORM_TYPES, without_dropout
+from nncheck.probes._blockers import Blocker, find_blockers
 from nncheck.setup import Batch
 from nncheck.tensors import is_float, iter_tensors
 
@@ -21,8 +19,8 @@ from nncheck.tensors import is_float, iter_tensors
 # inputs change. Rows of a batched computation do not depend on other rows' values, so isolated models give 0
 # exactly; 1e-5 leaves room for float32 rounding.
 PERTURB_TOL = 1e-5
-# Seed of the fixed random projection vector r: the probed scalar is (output[i] * r).sum(), never
-# output[i].sum(), which has zero gradient when the outputs are a probability simplex (DESIGN.md §6).
+# Seed of the fixed random projection vector r: the probed scalar is (output[i] * r).sum(), never output[i].sum(),
+# which is constant (zero gradient) when the outputs are probabilities that sum to 1.
 PROJECTION_SEED = 1234
 
 EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
@@ -65,52 +63,38 @@ def trace(ctx: Context, model: nn.Module, batch: Batch, bs: int) -> Traced:
     int_inputs = [t for t in iter_tensors(inputs) if not is_float(t) and t.dtype != torch.bool and t.dim() >= 1]
     leafy = ctx.map_inputs(batch, as_leaf)
     emb_state: dict[str, Any] = {"done": False, "fallback": None}
-    handles = []
 
-    def emb_hook(name: str):
-        def hook(mod: nn.Module, inp: tuple[Any, ...], out: Any) -> Any:
-            if emb_state["done"] or not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != bs:
-                return None
-            tok = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
-            fed_from_batch = tok is not None and _shares_storage(tok, int_inputs)
-            if not fed_from_batch and emb_state["fallback"] is not None:
-                return None
-            leaf = out.detach().requires_grad_(True)
-            if fed_from_batch:
-                emb_state["done"] = True
-                # a fallback leaf taken earlier came from an embedding not fed by the batch: drop it
-                if emb_state["fallback"] is not None:
-                    leaves.remove(emb_state["fallback"])
-            entry = (f"output of embedding {name} {tuple(out.shape)}", leaf)
-            leaves.append(entry)
-            if not fed_from_batch:
-                emb_state["fallback"] = entry
-            return leaf.clone()  # `h = emb(x); h += pos` must still work
+    def emb_hook(mod: nn.Module, inp: tuple[Any, ...], out: Any, name: str) -> Any:
+        if emb_state["done"] or not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != bs:
+            return None
+        tok = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
+        fed_from_batch = tok is not None and _shares_storage(tok, int_inputs)
+        if not fed_from_batch and emb_state["fallback"] is not None:
+            return None
+        leaf = out.detach().requires_grad_(True)
+        if fed_from_batch:
+            emb_state["done"] = True
+            # a fallback leaf taken earlier came from an embedding not fed by the batch: drop it
+            if emb_state["fallback"] is not None:
+                leaves.remove(emb_state["fallback"])
+        entry = (f"output of embedding {name} {tuple(out.shape)}", leaf)
+        leaves.append(entry)
+        if not fed_from_batch:
+            emb_state["fallback"] = entry
+        return leaf.clone()  # `h = emb(x); h += pos` must still work
 
-        return hook
+    def inner_hook(mod: nn.Module, inp: tuple[Any, ...], out: Any, name: str) -> None:
+        for t in iter_tensors(out):
+            if t.requires_grad and t.dim() >= 1 and t.shape[0] == bs:
+                inner.append((name, t))
+                break
 
-    def inner_hook(name: str):
-        def hook(mod: nn.Module, inp: tuple[Any, ...], out: Any) -> None:
-            for t in iter_tensors(out):
-                if t.requires_grad and t.dim() >= 1 and t.shape[0] == bs:
-                    inner.append((name, t))
-                    break
-
-        return hook
-
-    if int_inputs:
-        for name, m in model.named_modules():
-            if isinstance(m, EMBEDDING_TYPES):
-                handles.append(m.register_forward_hook(emb_hook(name)))
-    for name, m in model.named_modules():
-        if name:  # containers too: nn.MultiheadAttention's work happens in its own forward, not in a child
-            handles.append(m.register_forward_hook(inner_hook(name)))
-    try:
-        with torch.enable_grad():
-            out, _ = ctx.forward(model, leafy)
-    finally:
-        for h in handles:
-            h.remove()
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, EMBEDDING_TYPES)] if int_inputs else []
+    # containers too: nn.MultiheadAttention's work happens in its own forward, not in a child
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    # the embedding hooks first: the inner hooks of an embedding then record the leaf that replaced its output
+    with forward_hooks(embeddings, emb_hook), forward_hooks(modules, inner_hook), torch.enable_grad():
+        out, _ = ctx.forward(model, leafy)
     out_t = ctx.output_tensor(out)
     if out_t.dim() < 1 or out_t.shape[0] != bs:
         raise ProbeSkip(f"the output's first dimension ({tuple(out_t.shape)}) is not the batch size {bs}")
@@ -124,7 +108,7 @@ def trace(ctx: Context, model: nn.Module, batch: Batch, bs: int) -> Traced:
 
 
 def projection(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-    """A fixed random vector for one sample's output (DESIGN.md §6: never output[i].sum())."""
+    """A fixed random vector for one sample's output (never output[i].sum(): constant for probabilities)."""
     g = torch.Generator().manual_seed(PROJECTION_SEED)
     return torch.randn(shape, generator=g, dtype=torch.float64).to(device=like.device, dtype=like.dtype)
 
@@ -278,7 +262,91 @@ def probe_causal(ctx: Context, tr: Traced, tol: float, n_pos: int) -> dict[str, 
     return {"checked": True, "leak": False, "positions_checked": len(cand), "seq_len": steps}
 
 
-# ---------------------------------------------------------------------------------------------- hints
+# ---------------------------------------------------------------------------------------------- measure
+def measure_mode(
+    ctx: Context, model: nn.Module, batch: Batch, bs: int, idx: list[int], tol: float
+) -> tuple[dict[str, Any], Traced | None]:
+    """Gradient test on ``model`` (in its current mode); perturbation test when no gradient reaches the inputs."""
+    try:
+        tr = trace(ctx, model, batch, bs)
+    except NoGradient as e:
+        res = perturb_samples(ctx, without_dropout(model), batch, bs, idx)
+        return {**res, "method": "perturbation", "why": str(e)}, None
+    res = probe_samples(tr, bs, idx, tol)
+    if _all_dead(res) and not res["leak"]:
+        # no gradient on any own input: either the input is ignored, or the path is cut (torch.no_grad around a
+        # frozen backbone); forward passes tell which
+        pert = perturb_samples(ctx, without_dropout(model), batch, bs, idx)
+        if len(pert["dead_samples"]) < len(idx):
+            why = (
+                "the input gradients are not finite (NaN / inf)"
+                if res["nonfinite_grad"]
+                else "no gradient reaches the inputs, yet the output changes with them (torch.no_grad / detach)"
+            )
+            return {**pert, "method": "perturbation", "why": why}, None
+    return {**res, "method": "gradient"}, tr
+
+
+def _all_dead(res: dict[str, Any]) -> bool:
+    """No probed sample's output depends on its own input."""
+    return bool(res["dead_samples"]) and len(res["dead_samples"]) == len(res["samples"])
+
+
+@dataclass
+class Measurement:
+    """Sample isolation in eval mode, then (when eval mode is isolated) in train mode, and causality along time."""
+
+    batch_size: int
+    samples: list[int]
+    eval_model: nn.Module
+    eval: dict[str, Any]  # measure_mode's answer in eval mode
+    leaves: list[str]  # what the gradients were taken on (inputs, embedding outputs)
+    causal_declared: bool
+    causal: dict[str, Any]  # probe_causal's answer, or why it was not checked
+    stuck: list[str]  # BatchNorms still in training mode after model.eval()
+    blocker: Blocker | None = None  # what cuts every probed sample's output from its input (eval mode)
+    train_model: nn.Module | None = None
+    train: dict[str, Any] | None = None  # measure_mode's answer in train mode: None when eval mode fails
+    batchnorms: list[str] = field(default_factory=list)  # of the train-mode model: they mix samples by design
+
+
+def measure(ctx: Context, p: Params) -> Measurement:
+    """``tol`` is the measurement's resolution: a larger gradient ratio is a leak. Eval mode first; train mode is
+    measured only when eval mode neither leaks nor ignores the input."""
+    batch = ctx.batch()
+    bs = ctx.batch_size(batch)
+    if bs < 2:
+        raise ProbeSkip("the first batch holds one sample: nothing to isolate")
+    n = max(1, min(p.samples, bs))
+    idx = sorted({round(k * (bs - 1) / max(n - 1, 1)) for k in range(n)})
+
+    model = ctx.fresh_model(train=False)
+    stuck = [name for name, mod in model.named_modules() if isinstance(mod, BATCHNORM_TYPES) and mod.training]
+    ev, tr = measure_mode(ctx, model, batch, bs, idx, p.tol)
+    if not ctx.setup.causal:
+        causal = {"checked": False, "why": "the setup does not declare causal = True"}
+    elif tr is None:
+        causal = {"checked": False, "why": "no gradient reaches the inputs"}
+    else:
+        causal = probe_causal(ctx, tr, p.tol, p.positions)
+    leaves = [name for name, _ in tr.leaves] if tr else []
+    del tr
+    m = Measurement(bs, idx, model, ev, leaves, ctx.setup.causal, causal, stuck)
+    if ev["leak"]:
+        return m
+    if _all_dead(ev):
+        # a module that zeroes its whole output (every ReLU unit dead, an embedding fed only padding) explains it
+        m.blocker = next(iter(find_blockers(ctx, ctx.fresh_model(train=False), batch)), None)
+        return m
+    m.train_model = ctx.fresh_model(train=True)
+    if ev["method"] == "perturbation":
+        without_dropout(m.train_model)
+    m.train, _ = measure_mode(ctx, m.train_model, batch, bs, idx, p.tol)
+    m.batchnorms = [name for name, mod in m.train_model.named_modules() if isinstance(mod, BATCHNORM_TYPES)]
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- judge
 BATCH_HINT = (
     "Something in forward() mixes the batch dimension{where}. Look for: a reshape/view that moves the batch dim "
     "(`x.view(-1, batch)`, `x.transpose(0, 1).reshape(B, -1)`: keep `x.reshape(x.shape[0], -1)`); a reduction over "
@@ -303,6 +371,12 @@ CAUSAL_HINT = (
 )
 
 
+TRAIN_ONLY_HINT = (
+    "A module mixes samples only in training mode (a batch statistic computed under `if self.training:`, a custom "
+    "normalisation over dim 0; if it is a hand-written BatchNorm, skip this probe for the setup). "
+)
+
+
 def _where(res: dict[str, Any], model: nn.Module) -> str:
     w = res.get("where") or {}
     a, b = w.get("after"), w.get("at_or_before")
@@ -315,34 +389,6 @@ def _where(res: dict[str, Any], model: nn.Module) -> str:
     if a:
         return f" after module `{a}` (in the code between `{a}` and the output)"
     return ""
-
-
-def judge(
-    ctx: Context, model: nn.Module, batch: Batch, bs: int, idx: list[int], tol: float
-) -> tuple[dict[str, Any], Traced | None]:
-    """Gradient test on ``model``; perturbation test when no gradient reaches the inputs."""
-    try:
-        tr = trace(ctx, model, batch, bs)
-    except NoGradient as e:
-        res = perturb_samples(ctx, without_dropout(model), batch, bs, idx)
-        return {**res, "method": "perturbation", "why": str(e)}, None
-    res = probe_samples(tr, bs, idx, tol)
-    if res["dead_samples"] and len(res["dead_samples"]) == len(idx) and not res["leak"]:
-        # no gradient on any own input: either the input is ignored, or the path is cut (torch.no_grad around a
-        # frozen backbone); forward passes tell which
-        pert = perturb_samples(ctx, without_dropout(model), batch, bs, idx)
-        if len(pert["dead_samples"]) < len(idx):
-            why = (
-                "the input gradients are not finite (NaN / inf)"
-                if res["nonfinite_grad"]
-                else "no gradient reaches the inputs, yet the output changes with them (torch.no_grad / detach)"
-            )
-            return {**pert, "method": "perturbation", "why": why}, None
-    return {**res, "method": "gradient"}, tr
-
-
-def _has_batchnorm(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, BATCHNORM_TYPES)]
 
 
 def _leak_msg(mode: str, res: dict[str, Any]) -> str:
@@ -360,6 +406,80 @@ def _leak_msg(mode: str, res: dict[str, Any]) -> str:
     )
 
 
+def judge(m: Measurement, p: Params) -> Findings:
+    ev, model = m.eval, m.eval_model
+    f = Findings(
+        measured={"batch_size": m.batch_size, "eval": ev, "leaves": m.leaves, "causal": m.causal},
+        expected={"tol": p.tol, "leak": False},
+    )
+    if ev["method"] == "perturbation":
+        f.note(f"checked by perturbing inputs (forward passes only): {ev['why']}")
+
+    if ev["leak"]:
+        stuck_txt = ""
+        if m.stuck:
+            paths = ", ".join(code_path(n, model) for n in m.stuck[:3])
+            stuck_txt = f"; BatchNorm {paths} stays in training mode after model.eval() (an overridden train()/eval()?)"
+        where = _where(ev, model)
+        f.fail(
+            _leak_msg("eval", ev) + where + stuck_txt,
+            (STUCK_HINT if m.stuck else "") + BATCH_HINT.format(where=where),
+        )
+        return f
+    if _all_dead(ev):
+        b = m.blocker
+        f.fail(
+            f"eval mode: the output of sample(s) {ev['dead_samples']} does not change with its own input "
+            f"({ev['method']}): {b.cause if b else 'the output does not depend on the input'}",
+            f"The input reaches the model but `{b.path}` blocks it: {b.fix}." if b else DEAD_HINT,
+        )
+        return f
+    if ev["dead_samples"]:
+        f.note(
+            f"sample(s) {ev['dead_samples']} get no gradient on their own input in eval mode (e.g. every ReLU on "
+            "their path is inactive); the others do"
+        )
+
+    trn, train_model = m.train, m.train_model
+    assert trn is not None and train_model is not None
+    f.measured["train"] = trn
+    if trn["leak"] and m.batchnorms:
+        trn["expected_from_batchnorm"] = m.batchnorms
+        bn_paths = ", ".join(code_path(n, train_model) for n in m.batchnorms[:3])
+        f.note(
+            f"train mode mixes samples ({trn['ratio']:.3g} x) through BatchNorm batch statistics "
+            f"({bn_paths}{'...' if len(m.batchnorms) > 3 else ''}): expected; eval mode is isolated"
+        )
+    elif trn["leak"]:
+        where = _where(trn, train_model)
+        f.fail(
+            _leak_msg("train", trn) + where + "; eval mode is isolated and the model has no BatchNorm",
+            TRAIN_ONLY_HINT + BATCH_HINT.format(where=where),
+        )
+        return f
+
+    causal = m.causal
+    if causal.get("leak"):
+        f.expected["causal_leak"] = False
+        f.fail(
+            f"causal leak: output position {causal['first_leaking_position']} depends on input position "
+            f"{causal['leaks_from_position']} (ratio {causal['ratio']:.3g}; sequence length {causal['seq_len']})",
+            CAUSAL_HINT.format(t=causal["first_leaking_position"], src=causal["leaks_from_position"]),
+        )
+    elif m.causal_declared and not causal.get("checked"):
+        f.note(f"causal check skipped: {causal.get('why')}")
+    return f
+
+
+def _summary(m: Measurement) -> str:
+    mode = "eval mode (train mode mixes through BatchNorm)" if m.train and m.train["leak"] else "eval and train mode"
+    msg = f"samples {m.samples} depend only on their own input in {mode}"
+    if m.causal.get("checked"):
+        msg += f"; causal: no position sees the future ({m.causal['positions_checked']} positions checked)"
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------- probe
 @dataclass(frozen=True)
 class Params:
     """Parameters of batch-isolation (`[tool.nncheck.probes.batch-isolation]`)."""
@@ -367,29 +487,26 @@ class Params:
     samples: int = param(
         3,
         source=(
-            "Sample indices probed (first, middle, last) and time positions probed for causal leaks (evenly "
-            "spaced, all of them for short sequences): each is one backward pass through a graph built once."
+            "Sample indices probed (the first, middle and last of the batch), one backward pass each through a "
+            "graph built once: a design choice."
         ),
     )
     tol: float = param(
         1e-06,
         source=(
-            'Karpathy, "A Recipe for Training Neural Networks": "use backprop to chart dependencies ... set the '
-            "loss to be something trivial like the sum of all outputs of example i, run the backward pass all the "
-            'way to the input, and ensure that you get a non-zero gradient only on the i-th input."  Relative '
-            "size of a gradient on another sample's input (or a future position) that counts as a leak, against "
-            "the largest gradient on sample i's own input. Isolated models give exactly 0 (there is no path in "
-            "the graph; masked attention gives exp(-inf) = 0 exactly); every leak in checks/ is >= 0.02 (3 "
-            "seeds). 1e-6 (the issue's value) is far above float32 rounding of a real zero and far below any real "
-            "leak."
+            'Karpathy, "A Recipe for Training Neural Networks" (2019): "use backprop to chart dependencies ... '
+            'ensure that you get a non-zero gradient only on the i-th input." Isolated models give exactly 0 (no '
+            "path in the graph; masked attention gives exp(-inf) = 0); every leak of checks/bi_*.py is >= 0.024 "
+            "x the sample's own gradient (seeds 0-2; lowest: checks/bi_causal_lm_no_mask.py, seed 0)."
         ),
     )
     positions: int = param(
         32,
         fast=8,
         source=(
-            "Sample indices probed (first, middle, last) and time positions probed for causal leaks (evenly "
-            "spaced, all of them for short sequences): each is one backward pass through a graph built once."
+            "Time positions probed for causal leaks (evenly spaced; all of them for shorter sequences), one "
+            "backward pass each: a design choice. The causal bugs of checks/ (bi_causal_*.py, sequence length 16) "
+            "leak from position 0 (seeds 0-2)."
         ),
     )
 
@@ -402,15 +519,15 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
         Karpathy's "use backprop to chart dependencies". On the first batch, float inputs with the batch
         dimension first (every one of a tuple / dict) are made leaves that require grad; for integer (token)
         inputs, the output of the first nn.Embedding / nn.EmbeddingBag is (a forward hook). For a few samples i
-        (`samples`, default 3: first, middle, last) it takes the gradient of (output[i] * r).sum() (r a fixed
-        random vector: a plain sum has no gradient through softmax outputs) on every leaf. First in eval mode
-        (no BatchNorm batch statistics, no dropout), then in train mode. When the setup declares
-        `causal = True`, it also checks in eval mode that output position t of a sample has zero gradient on
-        its input positions > t (reported in measured["causal"]). On a leak, gradients on each module's output
-        locate the first module past which the samples stay mixed. Where no gradient reaches the inputs (a
-        frozen backbone under torch.no_grad, NaN gradients, integer inputs without an embedding layer) the same
-        questions are answered by forward passes: change the other samples' inputs (output i must not move)
-        and sample i's own input (output i must move).
+        ({samples}: first, middle, last) it takes the gradient of (output[i] * r).sum() (r a fixed random
+        vector: a plain sum has no gradient through softmax outputs) on every leaf. First in eval mode (no
+        BatchNorm batch statistics, no dropout), then in train mode. When the setup declares `causal = True`,
+        it also checks in eval mode that output position t of a sample has zero gradient on its input
+        positions > t ({positions}, evenly spaced; reported in measured["causal"]). On a leak, gradients on
+        each module's output locate the first module past which the samples stay mixed. Where no gradient
+        reaches the inputs (a frozen backbone under torch.no_grad, NaN gradients, integer inputs without an
+        embedding layer) the same questions are answered by forward passes: change the other samples' inputs
+        (output i must not move) and sample i's own input (output i must move).
 
     Why is this bad?
         A model whose prediction for one sample depends on the other samples of the batch trains on a moving
@@ -420,7 +537,7 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
         reaches a suspiciously low training loss and generates garbage.
 
     Thresholds:
-        fail when any gradient on another sample's input exceeds tol (1e-6) x the largest gradient on the
+        fail when any gradient on another sample's input exceeds {tol} x the largest gradient on the
         sample's own input (isolated models give exactly 0; every leak in checks/ is above 0.02 on 3 seeds),
         or when no probed sample's own input gets any gradient (the output ignores the input; one sample
         without gradient, e.g. behind inactive ReLUs, is only a note). A leak only in train mode is expected
@@ -434,114 +551,7 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
 
     Example:
         `def forward(self, x): x = x - x.mean(0); return self.net(x)`: fail, "eval mode: output of sample 0 has
-        gradient on the input of sample 1 (0.0123, 0.0312 x its own ...) before module `net.0`".
+        gradient on the input of sample 1 (0.0123, 0.0312 x its own ...) before module `model.net[0]`".
     """
-    tol = p.tol
-    batch = ctx.batch()
-    bs = ctx.batch_size(batch)
-    if bs < 2:
-        raise ProbeSkip("the first batch holds one sample: nothing to isolate")
-    n = max(1, min(p.samples, bs))
-    idx = sorted({round(k * (bs - 1) / max(n - 1, 1)) for k in range(n)})
-
-    measured: dict[str, Any] = {"batch_size": bs}
-    notes: list[str] = []
-    expected = {"tol": tol, "leak": False}
-
-    model = ctx.fresh_model(train=False)
-    stuck = [n for n, m in model.named_modules() if isinstance(m, BATCHNORM_TYPES) and m.training]
-    ev, tr = judge(ctx, model, batch, bs, idx, tol)
-    measured["eval"] = ev
-    measured["leaves"] = [name for name, _ in tr.leaves] if tr else []
-    if ctx.setup.causal:
-        measured["causal"] = (
-            probe_causal(ctx, tr, tol, p.positions)
-            if tr is not None
-            else {"checked": False, "why": "no gradient reaches the inputs"}
-        )
-    else:
-        measured["causal"] = {"checked": False, "why": "the setup does not declare causal = True"}
-    del tr
-    if ev["method"] == "perturbation":
-        notes.append(f"checked by perturbing inputs (forward passes only): {ev['why']}")
-
-    if ev["leak"]:
-        stuck_paths = [code_path(n, model) for n in stuck[:3]]
-        stuck_txt = (
-            f"; BatchNorm {', '.join(stuck_paths)} stays in training mode after model.eval() (an overridden "
-            "train()/eval()?)"
-            if stuck
-            else ""
-        )
-        return failed(
-            _leak_msg("eval", ev) + _where(ev, model) + stuck_txt,
-            measured=measured,
-            expected=expected,
-            hint=(STUCK_HINT if stuck else "") + BATCH_HINT.format(where=_where(ev, model)),
-            notes=notes,
-        )
-    if ev["dead_samples"] and len(ev["dead_samples"]) == len(idx):
-        # a module that zeroes its whole output (every ReLU unit dead, an embedding fed only padding) explains it
-        blocker = next(iter(find_blockers(ctx, ctx.fresh_model(train=False), batch)), None)
-        cause = f": {blocker.cause}" if blocker else ": the output does not depend on the input"
-        return failed(
-            f"eval mode: the output of sample(s) {ev['dead_samples']} does not change with its own input "
-            f"({ev['method']}){cause}",
-            measured=measured,
-            expected=expected,
-            hint=f"The input reaches the model but `{blocker.path}` blocks it: {blocker.fix}."
-            if blocker
-            else DEAD_HINT,
-            notes=notes,
-        )
-    if ev["dead_samples"]:
-        notes.append(
-            f"sample(s) {ev['dead_samples']} get no gradient on their own input in eval mode (e.g. every ReLU on "
-            "their path is inactive); the others do"
-        )
-
-    train_model = ctx.fresh_model(train=True)
-    if ev["method"] == "perturbation":
-        without_dropout(train_model)
-    trn, _ = judge(ctx, train_model, batch, bs, idx, tol)
-    measured["train"] = trn
-    if trn["leak"]:
-        bns = _has_batchnorm(train_model)
-        if bns:
-            bn_paths = [code_path(n, train_model) for n in bns[:3]]
-            trn["expected_from_batchnorm"] = bns
-            notes.append(
-                f"train mode mixes samples ({trn['ratio']:.3g} x) through BatchNorm batch statistics "
-                f"({', '.join(bn_paths)}{'...' if len(bns) > 3 else ''}): expected; eval mode is isolated"
-            )
-        else:
-            return failed(
-                _leak_msg("train", trn)
-                + _where(trn, train_model)
-                + "; eval mode is isolated and the model has no BatchNorm",
-                measured=measured,
-                expected=expected,
-                hint="A module mixes samples only in training mode (a batch statistic computed under "
-                "`if self.training:`, a custom normalisation over dim 0; if it is a hand-written BatchNorm, "
-                "skip this probe for the setup). " + BATCH_HINT.format(where=_where(trn, train_model)),
-                notes=notes,
-            )
-
-    causal = measured["causal"]
-    if causal.get("leak"):
-        return failed(
-            f"causal leak: output position {causal['first_leaking_position']} depends on input position "
-            f"{causal['leaks_from_position']} (ratio {causal['ratio']:.3g}; sequence length {causal['seq_len']})",
-            measured=measured,
-            expected={**expected, "causal_leak": False},
-            hint=CAUSAL_HINT.format(t=causal["first_leaking_position"], src=causal["leaks_from_position"]),
-            notes=notes,
-        )
-    if ctx.setup.causal and not causal.get("checked"):
-        notes.append(f"causal check skipped: {causal.get('why')}")
-    msg = f"samples {idx} depend only on their own input in eval and train mode"
-    if trn["leak"]:
-        msg = f"samples {idx} depend only on their own input in eval mode (train mode mixes through BatchNorm)"
-    if causal.get("checked"):
-        msg += f"; causal: no position sees the future ({causal['positions_checked']} positions checked)"
-    return passed(msg, measured=measured, expected=expected, notes=notes)
+    m = measure(ctx, p)
+    return judge(m, p).result(_summary(m))

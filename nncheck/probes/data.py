@@ -3,10 +3,9 @@ duplicates, and a last batch of one sample under BatchNorm."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,24 +13,99 @@ import torch
 from torch import nn
 
 from nncheck import losses
-from nncheck.context import MAX_CACHED_BATCHES, Context
+from nncheck.context import MAX_CACHED_BATCHES
+from nncheck.kit import Context, Findings, Result, bar_plot, code_path, forward_hooks, param, probe
 from nncheck.losses import is_class_target, label_problem
-from nncheck.modelgraph import code_path, is_batchnorm, without_dropout
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed, warned
+from nncheck.modelgraph import is_batchnorm, without_dropout
 from nncheck.tensors import iter_tensors
 
 # Integer-valued float inputs in [0, 255] with a max above this look like raw 8-bit pixels (torchvision's ToTensor
 # divides by 255; a max <= 10 is more likely counts or small categorical codes).
 PIXEL_MIN_MAX = 10.0
-# Unshuffled: fail when at least this fraction of the scanned batches hold a single class while the data holds
-# several, and shuffled data would produce such batches rarely (expected fraction below SINGLE_CLASS_EXPECTED).
+# The single-class test only applies where shuffled data would rarely give a single-class batch: the expected
+# fraction of single-class batches under the label prior (sum over classes of p_c ** batch_size) is below this.
 SINGLE_CLASS_EXPECTED = 0.1
 # Class imbalance worth a note: the most frequent class is this many times the least frequent one (the regime where
 # a prior-initialised output bias matters: Karpathy's recipe, "init well"; Lin et al. 2017, focal loss, §4.1).
 IMBALANCE_NOTE = 10.0
 # Classes shown in the distribution plot / measured values at most (a vocabulary is summarised).
 MAX_CLASSES_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameters of data (`[tool.nncheck.probes.data]`)."""
+
+    input_batches: int = param(
+        8,
+        fast=4,
+        source="The batches the context caches (at most 8): inputs are judged for scale and duplicates on these.",
+    )
+    # The scan reads the whole data (every label, the last batch); these bound its cost, and the probe says where
+    # it stopped.
+    max_scan_batches: int = param(
+        1000,
+        fast=200,
+        source="A cost bound: every setup of checks/ and examples/ holds at most 64 batches, read in full.",
+    )
+    max_scan_s: float = param(
+        10.0,
+        fast=3.0,
+        source="A cost bound on the scan's wall time, for a data() that builds or loads its batches slowly.",
+    )
+    scale_warn: float = param(
+        10.0,
+        source=(
+            'LeCun et al. 1998, "Efficient BackProp": inputs should have mean ~0 and comparable variance ~1. '
+            "Measured, seeds 0-2: the largest feature |mean| or std of every correct setup of checks/ and examples/ "
+            "is <= 1.4; checks/data_raw_pixels.py (raw pixels) 108 / 63."
+        ),
+    )
+    dup_warn: float = param(
+        0.5,
+        source=(
+            "Measured, seeds 0-2: at most 25% of a batch's samples repeat another sample of that batch on the "
+            "correct setups of checks/ and examples/ (token sequences of examples/tiny_lm.py); 0% on every "
+            "float-input setup."
+        ),
+    )
+    # Judged per batch, not per sample: a dataset with few distinct samples repeats samples across batches
+    # legitimately (examples/tiny_lm.py: 70% of the samples repeat an earlier batch's, yet no batch repeats).
+    # 50% tolerates a data() that wraps into a second epoch early.
+    cross_dup_fail: float = param(
+        0.5,
+        source=(
+            "Measured, seeds 0-2: no batch repeats an earlier one on any correct setup of checks/ and examples/; "
+            "checks/data_same_batch_repeated.py (`[(x, y)] * 8`): 100%."
+        ),
+    )
+    # |mean| too: a batch of one repeated sample has std 0 but a normal mean. Weights would have to grow 1e3x to use
+    # such inputs.
+    tiny_std_warn: float = param(
+        0.001,
+        source=(
+            "Standardised features have std ~1 (LeCun et al. 1998). Measured, seeds 0-2: the largest feature "
+            "|mean| or std of every correct setup of checks/ and examples/ is > 0.2; "
+            "checks/data_inputs_micro_units.py has std ~2e-6, |mean| ~1e-6."
+        ),
+    )
+    # 90% leaves room for padding runs that are not set to ignore_index.
+    no_shift_fail: float = param(
+        0.9,
+        source=(
+            "Measured, seeds 0-2: checks/data_lm_targets_not_shifted.py 100%; the correct LMs and seq2seq models "
+            "(examples/tiny_lm.py, checks/ok_seq2seq_gru_teacher_forcing.py, checks/llb_seq2seq_special_tokens_ok.py) "
+            "<= 16% (chance repeats of a token)."
+        ),
+    )
+    single_class_frac: float = param(
+        0.5,
+        source=(
+            "Measured, seeds 0-2: checks/data_sorted_by_class.py (sorted by class): 12 of 12 batches single-class; "
+            "the correct setups of checks/ and examples/: at most 1 of 32 (examples/imbalanced.py, 90% of one "
+            "class, where shuffled data gives 3.4%)."
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -99,8 +173,14 @@ def feature_dim(t: torch.Tensor) -> int | None:
     return 1
 
 
-def has_batchnorm(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if is_batchnorm(m)]
+def copy_fraction(ids: torch.Tensor, y: torch.Tensor, ignore_index: int) -> float | None:
+    """Fraction of the (non-ignored) target positions equal to the token embedded at the same position."""
+    if ids.shape != y.shape or ids.dim() != 2:
+        return None
+    keep = y != ignore_index
+    if not bool(keep.any()):
+        return None
+    return float((ids == y)[keep].double().mean())
 
 
 def loader_last_batch(data: Any) -> tuple[int, int, bool] | None:
@@ -114,6 +194,17 @@ def loader_last_batch(data: Any) -> tuple[int, int, bool] | None:
     except TypeError:
         return None
     return n, int(data.batch_size), bool(data.drop_last)
+
+
+def _is_target(t: torch.Tensor, y: Any) -> bool:
+    """With a custom forward the batch may carry the targets too: leave them out of input statistics."""
+    if not isinstance(y, torch.Tensor):
+        return False
+    return t is y or (t.shape == y.shape and t.dtype == y.dtype and bool(torch.equal(t, y)))
+
+
+def _cpu(obj: Iterable[Any]) -> list[Any]:
+    return [o.detach().cpu() if isinstance(o, torch.Tensor) else o for o in obj]
 
 
 # ---------------------------------------------------------------------------------------------- the scan
@@ -132,7 +223,8 @@ class Scan:
     label_hi: int | None = None
     bad_batch: int | None = None  # first batch holding a label outside [0, C)
     shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # input tensor index -> shape in batch 0
-    shape_change: str | None = None  # the first input whose width changes across batches
+    # the first input whose rank or width changes: (input index, shape in batch 0, batch, shape in that batch)
+    shape_change: tuple[int, tuple[int, ...], int, tuple[int, ...]] | None = None
     single_class: int = 0  # batches (>= 2 samples, one label per sample) holding one class
     multi_label_batches: int = 0  # batches eligible for the single-class test
     nonfinite_targets: int = 0
@@ -141,6 +233,10 @@ class Scan:
     nonfinite_input_batch: int | None = None
     targets_seen: bool = False
     loader: tuple[int, int, bool] | None = None  # (dataset size, batch_size, drop_last) of a DataLoader
+
+    @property
+    def single_class_fraction(self) -> float:
+        return self.single_class / self.multi_label_batches if self.multi_label_batches else 0.0
 
 
 def scan_targets(scan: Scan, i: int, y: Any, num_classes: int | None, ignore_index: int, per_sample: bool) -> None:
@@ -266,108 +362,39 @@ def track_shape(scan: Scan, i: int, k: int, t: torch.Tensor) -> None:
         return
     dim = feature_dim(t)
     if len(shape) != len(first) or (dim is not None and shape[dim] != first[dim]):
-        scan.shape_change = (
-            f"input {k} has shape {first} in batch 0 but {shape} in batch {i}: every batch must have the same "
-            "number of features / channels (only the batch dimension may change)"
-        )
+        scan.shape_change = (k, first, i, shape)
 
 
-# ---------------------------------------------------------------------------------------------- findings
-@dataclass
-class Finding:
-    status: str  # "fail" | "warn"
-    message: str
-    hint: str
-
-
-def out_of_range(scan: Scan, num_classes: int | None, ignore_index: int) -> str | None:
-    """label_problem() over the label span of every scanned batch."""
-    if num_classes is None or scan.label_lo is None or scan.label_hi is None:
+def single_class_chance(scan: Scan) -> float | None:
+    """The fraction of single-class batches shuffled data would give (the scan's label prior and batch sizes), or
+    None when the test does not apply (fewer than 2 eligible batches or 2 classes)."""
+    if scan.counts is None or scan.multi_label_batches < 2 or int((scan.counts > 0).sum()) < 2:
         return None
-    return label_problem(torch.tensor([scan.label_lo, scan.label_hi]), num_classes, ignore_index)
-
-
-def target_findings(
-    scan: Scan, num_classes: int | None, ignore_index: int, model: nn.Module, out_layer: str
-) -> list[Finding]:
-    found: list[Finding] = []
-    problem = out_of_range(scan, num_classes, ignore_index)
-    if problem:
-        if "1-based" in problem:
-            hint = (
-                "Make the labels 0-based where the dataset builds them: `y = y - 1` (e.g. `torch.tensor(label) - 1` "
-                "in __getitem__)."
-            )
-        else:
-            hint = widen_hint(scan, model, out_layer)
-        found.append(
-            Finding(
-                "fail",
-                f"{problem} (first seen in batch {scan.bad_batch}); cross-entropy would raise an opaque "
-                "IndexError on CPU or a device-side assert on CUDA",
-                hint,
-            )
-        )
-    if scan.nonfinite_targets:
-        found.append(
-            Finding(
-                "fail",
-                f"{scan.nonfinite_targets} target values are NaN/inf (first in batch {scan.nonfinite_target_batch}): "
-                "the loss becomes NaN on every batch that holds one",
-                "Drop or impute the missing targets when building the dataset "
-                "(`keep = torch.isfinite(y).all(dim=-1); x, y = x[keep], y[keep]`).",
-            )
-        )
-    return found
-
-
-def widen_hint(scan: Scan, model: nn.Module, out_layer: str) -> str:
-    """The concrete line that gives the output layer one output per class (max label + 1), or the label mapping."""
-    n = (scan.label_hi or 0) + 1
-    remap = "or map the labels to 0..C-1 (`y = torch.searchsorted(classes, y)` with `classes = y_train.unique()`)."
-    layer = model.get_submodule(out_layer) if out_layer else None
-    if isinstance(layer, nn.Linear):
-        bias = "" if layer.bias is not None else ", bias=False"
-        return (
-            f"If the labels are right, the output layer `{code_path(out_layer, model)}` "
-            f"(nn.Linear({layer.in_features}, {layer.out_features})) needs {n} outputs: build it as "
-            f"`nn.Linear({layer.in_features}, {n}{bias})` in model(); {remap}"
-        )
-    return f"If the labels are right, give the output layer {n} outputs (one per class, max label + 1); {remap}"
-
-
-def shuffle_finding(scan: Scan, p: Params) -> Finding | None:
-    """Fail when most batches hold a single class while the data holds several (sorted, unshuffled data)."""
-    if scan.counts is None or scan.multi_label_batches < 2:
-        return None
-    present = int((scan.counts > 0).sum())
-    if present < 2:
-        return None
-    frac = scan.single_class / scan.multi_label_batches
     prior = scan.counts.double() / scan.counts.sum()
     sizes = [s for s in scan.sizes if s >= 2] or [2]
-    expected = float((prior.unsqueeze(1) ** torch.tensor(sizes, dtype=torch.float64)).sum(0).mean())
-    if frac >= p.single_class_frac and expected < SINGLE_CLASS_EXPECTED:
-        return Finding(
-            "fail",
-            f"{scan.single_class}/{scan.multi_label_batches} batches hold a single class while the data holds "
-            f"{present} classes (shuffled data would give {expected:.2%}): the data is not shuffled",
-            "Shuffle the training data every epoch: `DataLoader(dataset, batch_size=..., shuffle=True)` (or a "
-            "`torch.randperm(len(x))` permutation before batching). Sorted batches make every step fit one class.",
-        )
-    return None
+    return float((prior.unsqueeze(1) ** torch.tensor(sizes, dtype=torch.float64)).sum(0).mean())
 
 
-def input_findings(
-    ctx: Context, batches: list[Any], targets: list[Any], p: Params
-) -> tuple[list[Finding], dict[str, Any]]:
-    """Scale, raw pixels, constant inputs and duplicated samples, on the cached batches."""
-    found: list[Finding] = []
-    max_mean = max_std = 0.0
-    pixels = constant = False
-    dup = 0.0
-    worst = ""
-    floats = 0
+# ---------------------------------------------------------------------------------------------- the cached batches
+@dataclass
+class Inputs:
+    """Input statistics over the cached batches (targets left out)."""
+
+    float_tensors: int = 0  # finite float input tensors measured
+    max_abs_mean: float = 0.0  # largest |mean| of a feature / channel
+    max_std: float = 0.0  # largest std of a feature / channel
+    worst_shape: str = ""  # the shape of the input holding the largest value
+    pixels: bool = False  # some input looks like raw 8-bit pixels
+    constant: bool = False  # some batch's inputs are all one value
+    duplicate_fraction: float = 0.0  # largest share of a batch's samples repeating another sample of it
+    keyed_batches: int = 0  # batches whose samples could be keyed (for the repeats)
+    repeated_batch_fraction: float = 0.0  # share of batches 1.. repeating an earlier batch exactly
+    repeated_sample_fraction: float = 0.0  # share of the samples of batches 1.. seen in an earlier batch
+
+
+def measure_inputs(ctx: Context, batches: list[Any], targets: list[Any]) -> Inputs:
+    """Scale, raw pixels, constant inputs and repeated samples / batches, on the cached batches."""
+    m = Inputs()
     keys_per_batch: list[list[bytes]] = []
     for b, y in zip(batches, targets):
         every = list(iter_tensors(ctx.inputs_of(b)))
@@ -377,134 +404,61 @@ def input_findings(
         for t in tensors:
             if not t.is_floating_point() or t.numel() == 0 or not bool(torch.isfinite(t).all()):
                 continue
-            m, s = feature_stats(t)
-            if max(m, s) > max(max_mean, max_std):
-                worst = f"{tuple(t.shape)}"
-            max_mean, max_std = max(max_mean, m), max(max_std, s)
-            pixels = pixels or looks_like_pixels(t)
-            floats += 1
+            mean, std = feature_stats(t)
+            if max(mean, std) > max(m.max_abs_mean, m.max_std):
+                m.worst_shape = f"{tuple(t.shape)}"
+            m.max_abs_mean, m.max_std = max(m.max_abs_mean, mean), max(m.max_std, std)
+            m.pixels = m.pixels or looks_like_pixels(t)
+            m.float_tensors += 1
         if tensors and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in tensors):
-            constant = True
+            m.constant = True
         try:
             keys = sample_keys(tensors, ctx.batch_size(b))
         except Exception:
             keys = None
         if keys is not None:
-            dup = max(dup, 1.0 - len(set(keys)) / len(keys) if len(keys) >= 2 else 0.0)
+            within = 1.0 - len(set(keys)) / len(keys) if len(keys) >= 2 else 0.0
+            m.duplicate_fraction = max(m.duplicate_fraction, within)
             keys_per_batch.append(keys)
-    cross, cross_samples = cross_batch_repeats(keys_per_batch)
-    if len(keys_per_batch) >= 2 and cross > p.cross_dup_fail and not constant:  # constant: warned below
-        later = len(keys_per_batch) - 1
-        found.append(
-            Finding(
-                "fail",
-                f"{round(cross * later)} of batches 1..{later} repeat an earlier batch exactly ({cross:.0%}, "
-                f"expected <= {p.cross_dup_fail:.0%}; {cross_samples:.0%} of their samples were seen before): "
-                "the same batch is fed again and again, the model memorises a few samples",
-                "Build the batches from the whole dataset: `DataLoader(dataset, batch_size=..., shuffle=True)` "
-                "created once, not `[(x, y)] * n` or a loader re-created with the same seed at every step. "
-                "(If data() yields several epochs, make it yield one: nncheck reads it as one epoch.)",
-            )
-        )
-    measured = {
-        "float_inputs": floats > 0,
-        "input_max_abs_mean": max_mean,
-        "input_max_std": max_std,
-        "duplicate_fraction": dup,
-        "repeated_batch_fraction": cross,
-        "repeated_sample_fraction": cross_samples,
-    }
-    if pixels:
-        found.append(
-            Finding(
-                "warn",
-                f"inputs are integer values in [0, 255] (a channel has |mean| {max_mean:.3g}, std {max_std:.3g}): "
-                "raw 8-bit pixels, not normalised",
-                "Scale and normalise the images: `transforms.ToTensor()` (divides by 255) then "
-                "`transforms.Normalize(mean, std)` with the per-channel statistics of the training set, or "
-                "`x = (x / 255 - mean) / std`.",
-            )
-        )
-    elif max_mean > p.scale_warn or max_std > p.scale_warn:
-        found.append(
-            Finding(
-                "warn",
-                f"inputs look unnormalised: a feature has |mean| {max_mean:.3g} / std {max_std:.3g} "
-                f"(expected <= {p.scale_warn:g}; input {worst})",
-                "Standardise every input feature with statistics of the training set: "
-                "`x = (x - mean) / std` with `mean, std = x_train.mean(0), x_train.std(0)` (sklearn's "
-                "StandardScaler), or transforms.Normalize for images.",
-            )
-        )
-    if floats and not constant and max(max_std, max_mean) < p.tiny_std_warn:
-        found.append(
-            Finding(
-                "warn",
-                f"every float input feature has |mean| and std below {p.tiny_std_warn:g} (largest std "
-                f"{max_std:.3g}, |mean| {max_mean:.3g}): a unit error (e.g. micro-units), the first layer sees ~0 "
-                "input",
-                "Standardise the inputs with training-set statistics: `x = (x - x_train.mean(0)) / x_train.std(0)`, "
-                "and check the unit conversion where the features are built.",
-            )
-        )
-    if constant:
-        found.append(
-            Finding(
-                "warn",
-                "a batch of inputs is constant (every value equal): the model cannot tell samples apart",
-                "Check the dataset's __getitem__ / collate: inputs are filled with a placeholder (zeros) or the "
-                "wrong tensor is yielded.",
-            )
-        )
-    elif dup > p.dup_warn:
-        found.append(
-            Finding(
-                "warn",
-                f"{dup:.0%} of the samples of a batch repeat another sample of that batch (expected <= "
-                f"{p.dup_warn:.0%})",
-                "Check that the dataset's __getitem__ uses its index (`return self.x[idx], self.y[idx]`) and that "
-                "batches are not built from one repeated sample (`[x] * batch_size`).",
-            )
-        )
-    return found, measured
+    m.keyed_batches = len(keys_per_batch)
+    m.repeated_batch_fraction, m.repeated_sample_fraction = cross_batch_repeats(keys_per_batch)
+    return m
 
 
-@contextlib.contextmanager
-def record_embedded(model: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Collect the index tensors every nn.Embedding of ``model`` receives while the block runs."""
+def forward_cached(
+    ctx: Context, model: nn.Module, batches: list[Any]
+) -> tuple[list[Any], list[Any], list[list[torch.Tensor]]]:
+    """(outputs, targets, the index tensors every nn.Embedding received) per cached batch. The model runs on the
+    first batch only, unless a custom forward is needed to get the targets."""
+    outs: list[Any] = []
+    targets: list[Any] = []
+    embedded: list[list[torch.Tensor]] = []
     seen: list[torch.Tensor] = []
 
-    def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+    def record(_m: nn.Module, args: tuple[Any, ...], _name: str) -> None:
         if args and isinstance(args[0], torch.Tensor):
             seen.append(args[0].detach())
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Embedding)]
-    try:
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
+    embeddings = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    with torch.no_grad(), forward_hooks(embeddings, pre=record):
+        for i, b in enumerate(batches):
+            ctx.check_time()
+            seen.clear()
+            if i == 0 or ctx.setup.custom_forward:
+                out, y = ctx.forward(model, b)
+                outs.append(out)
+            else:
+                y = b[1] if isinstance(b, (tuple, list)) and len(b) == 2 else None
+            targets.append(y)
+            embedded.append(list(seen))
+    return outs, targets, embedded
 
 
-def copy_fraction(ids: torch.Tensor, y: torch.Tensor, ignore_index: int) -> float | None:
-    """Fraction of the (non-ignored) target positions equal to the token embedded at the same position."""
-    if ids.shape != y.shape or ids.dim() != 2:
-        return None
-    keep = y != ignore_index
-    if not bool(keep.any()):
-        return None
-    return float((ids == y)[keep].double().mean())
-
-
-def unshifted_targets(
-    ctx: Context,
-    outs: list[Any],
-    targets: list[Any],
-    embedded: list[list[torch.Tensor]],
-    ignore_index: int,
-    p: Params,
-) -> Finding | None:
-    """Next-token targets equal to the tokens embedded at the same positions ((B, T) ids, (B, T, C) outputs)."""
+def unshifted_fraction(
+    outs: list[Any], targets: list[Any], embedded: list[list[torch.Tensor]], ignore_index: int
+) -> float:
+    """The largest fraction of (B, T) target positions equal to the token embedded at the same position, over the
+    batches with (B, T, C) outputs (0 when there is none)."""
     best = 0.0
     for out, y, ids in zip(outs, targets, embedded):
         if not (is_class_target(y) and isinstance(out, torch.Tensor) and out.dim() == 3 and y.dim() == 2):
@@ -515,67 +469,216 @@ def unshifted_targets(
             frac = copy_fraction(t, y, ignore_index)
             if frac is not None:
                 best = max(best, frac)
-    if best < p.no_shift_fail:
+    return best
+
+
+@dataclass(frozen=True)
+class OutputLinear:
+    """The nn.Linear that produces the classes (for the hint that widens it)."""
+
+    path: str  # as written in code: model.head
+    in_features: int
+    out_features: int
+    bias: bool
+
+
+def output_linear(model: nn.Module, num_classes: int | None) -> OutputLinear | None:
+    """The last nn.Linear with one output per class, or None."""
+    if num_classes is None:
         return None
-    status = "fail" if ctx.setup.causal else "warn"
-    why = (
-        "a causal model only has to copy its input token: the loss goes to ~0 and the model never learns to predict"
-        if ctx.setup.causal
-        else "unless this is a token autoencoder / copy task, the targets are not shifted for next-token prediction"
+    for name, m in reversed(list(model.named_modules())):
+        if isinstance(m, nn.Linear) and m.out_features == num_classes and name:
+            return OutputLinear(code_path(name, model), m.in_features, m.out_features, m.bias is not None)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- measure
+@dataclass
+class Measurement:
+    scan: Scan
+    inputs: Inputs
+    num_classes: int | None
+    ignore_index: int
+    loss_kind: str
+    causal: bool
+    custom_forward: bool
+    unshifted: float  # share of LM target positions equal to the token embedded there
+    single_class_chance: float | None  # share of single-class batches shuffled data would give
+    batchnorm: list[str]  # BatchNorm layers of the model, as written in code
+    last_batch: int | None  # size of the last batch (None: unknown, or dropped by drop_last)
+    last_batch_how: str  # where the last batch size comes from
+    output_layer: OutputLinear | None
+    integer_targets: bool  # some cached target holds class labels
+
+
+def measure(ctx: Context, p: Params) -> Measurement:
+    """One forward on the cached batches (outputs, targets, embedded tokens), one scan of the whole data, and the
+    input statistics of the cached batches."""
+    batches = ctx.batches(p.input_batches)
+    model = without_dropout(ctx.fresh_model(train=True))
+    outs, targets, embedded = forward_cached(ctx, model, batches)
+    num_classes = ctx.num_classes(outs[0])
+    if num_classes is None and ctx.loss_kind == "bce":
+        num_classes = 2  # per-sample 0/1 targets are read as classes 0 and 1 (shuffling, balance)
+    ignore = losses.ignore_index(ctx.loss_fn)
+    custom = ctx.setup.custom_forward
+    scan = scan_data(ctx, num_classes, ignore, not custom, p.max_scan_batches, p.max_scan_s)
+    if custom:  # targets come from forward() on the cached batches
+        for i, y in enumerate(_cpu(targets)):
+            per_sample = isinstance(y, torch.Tensor) and y.dim() == 1
+            scan_targets(scan, i, y, num_classes, ignore, per_sample)
+    last, how = last_batch(scan)
+    return Measurement(
+        scan=scan,
+        inputs=measure_inputs(ctx, batches, targets),
+        num_classes=num_classes,
+        ignore_index=ignore,
+        loss_kind=ctx.loss_kind,
+        causal=bool(ctx.setup.causal),
+        custom_forward=custom,
+        unshifted=unshifted_fraction(outs, targets, embedded, ignore),
+        single_class_chance=single_class_chance(scan),
+        batchnorm=[code_path(n, model) for n, m in model.named_modules() if is_batchnorm(m)],
+        last_batch=last,
+        last_batch_how=how,
+        output_layer=output_linear(model, num_classes),
+        integer_targets=any(is_class_target(t) for t in targets),
     )
-    return Finding(
-        status,
-        f"{best:.0%} of the target positions hold the token the model embeds at the same position "
-        f"(expected < {p.no_shift_fail:.0%} for next-token targets): {why}",
-        "Shift the targets by one position in your `forward(model, batch)`: feed tokens 0..T-2 and predict tokens "
-        "1..T-1, `return model(ids[:, :-1]), ids[:, 1:]`.",
-    )
 
 
-def _is_target(t: torch.Tensor, y: Any) -> bool:
-    """With a custom forward the batch may carry the targets too: leave them out of input statistics."""
-    if not isinstance(y, torch.Tensor):
-        return False
-    return t is y or (t.shape == y.shape and t.dtype == y.dtype and bool(torch.equal(t, y)))
-
-
-def last_batch_finding(scan: Scan, bn: list[str]) -> tuple[Finding | None, int | None]:
-    """A last batch of one sample with BatchNorm in the model (from the DataLoader's numbers, else the scan)."""
-    last: int | None
+def last_batch(scan: Scan) -> tuple[int | None, str]:
+    """The size of the last batch and where it comes from: the DataLoader's numbers, else the exhausted scan."""
     if scan.loader is not None:
         n, bs, drop = scan.loader
-        last = None if drop else (n % bs or bs)
-        how = f"dataset of {n} samples, batch_size={bs}, drop_last={drop}"
-    elif scan.last_size is not None:
-        last, how = scan.last_size, f"{scan.batches} batches read"
-    else:
-        return None, None
-    if last == 1 and bn:
-        finding = Finding(
-            "warn",
-            f"the last batch holds 1 sample ({how}) and the model has BatchNorm (`{bn[0]}`): its batch statistics "
-            "are undefined (BatchNorm1d raises, BatchNorm2d normalises with the statistics of a single image)",
-            "Drop the incomplete last batch: `DataLoader(dataset, batch_size=..., shuffle=True, drop_last=True)`.",
+        return (None if drop else (n % bs or bs)), f"dataset of {n} samples, batch_size={bs}, drop_last={drop}"
+    if scan.last_size is not None:
+        return scan.last_size, f"{scan.batches} batches read"
+    return None, ""
+
+
+# ---------------------------------------------------------------------------------------------- judge
+def judge(m: Measurement, p: Params) -> Findings:
+    s, x = m.scan, m.inputs
+    f = Findings(measured=measured_of(m), expected=expected_of(m, p), series=class_plot(m))
+    problem = labels_out_of_range(m)
+    if problem:
+        f.fail(
+            f"{problem} (first seen in batch {s.bad_batch}); cross-entropy would raise an opaque IndexError on CPU "
+            "or a device-side assert on CUDA",
+            ONE_BASED_HINT if "1-based" in problem else widen_hint(m),
         )
-        return finding, last
-    return None, last
+    if s.nonfinite_targets:
+        f.fail(
+            f"{s.nonfinite_targets} target values are NaN/inf (first in batch {s.nonfinite_target_batch}): the loss "
+            "becomes NaN on every batch that holds one",
+            NAN_TARGETS_HINT,
+        )
+    if s.shape_change:
+        k, first, i, shape = s.shape_change
+        f.fail(
+            f"input {k} has shape {first} in batch 0 but {shape} in batch {i}: every batch must have the same number "
+            "of features / channels (only the batch dimension may change)",
+            SHAPE_HINT,
+        )
+    if m.unshifted >= p.no_shift_fail:
+        why = CAUSAL_COPY if m.causal else MAYBE_COPY_TASK
+        f.add(
+            "fail" if m.causal else "warn",
+            f"{m.unshifted:.0%} of the target positions hold the token the model embeds at the same position "
+            f"(expected < {p.no_shift_fail:.0%} for next-token targets): {why}",
+            SHIFT_HINT,
+        )
+    if s.nonfinite_inputs:
+        f.fail(
+            f"{s.nonfinite_inputs} input values are NaN/inf (first in batch {s.nonfinite_input_batch}): a data "
+            "error, every output and the loss on that batch become NaN",
+            NAN_INPUTS_HINT,
+        )
+    chance = m.single_class_chance  # None: the test does not apply
+    if chance is not None and chance < SINGLE_CLASS_EXPECTED and s.single_class_fraction >= p.single_class_frac:
+        f.fail(
+            f"{s.single_class}/{s.multi_label_batches} batches hold a single class while the data holds "
+            f"{classes_present(s)} classes (shuffled data would give {chance:.2%}): the data is not shuffled",
+            SHUFFLE_HINT,
+        )
+    if x.keyed_batches >= 2 and x.repeated_batch_fraction > p.cross_dup_fail and not x.constant:  # constant: below
+        later = x.keyed_batches - 1
+        f.fail(
+            f"{round(x.repeated_batch_fraction * later)} of batches 1..{later} repeat an earlier batch exactly "
+            f"({x.repeated_batch_fraction:.0%}, expected <= {p.cross_dup_fail:.0%}; "
+            f"{x.repeated_sample_fraction:.0%} of their samples were seen before): the same batch is fed again and "
+            "again, the model memorises a few samples",
+            REPEATED_BATCH_HINT,
+        )
+    if x.pixels:
+        f.warn(
+            f"inputs are integer values in [0, 255] (a channel has |mean| {x.max_abs_mean:.3g}, std "
+            f"{x.max_std:.3g}): raw 8-bit pixels, not normalised",
+            PIXELS_HINT,
+        )
+    elif x.max_abs_mean > p.scale_warn or x.max_std > p.scale_warn:
+        f.warn(
+            f"inputs look unnormalised: a feature has |mean| {x.max_abs_mean:.3g} / std {x.max_std:.3g} "
+            f"(expected <= {p.scale_warn:g}; input {x.worst_shape})",
+            SCALE_HINT,
+        )
+    if x.float_tensors and not x.constant and max(x.max_std, x.max_abs_mean) < p.tiny_std_warn:
+        f.warn(
+            f"every float input feature has |mean| and std below {p.tiny_std_warn:g} (largest std {x.max_std:.3g}, "
+            f"|mean| {x.max_abs_mean:.3g}): a unit error (e.g. micro-units), the first layer sees ~0 input",
+            TINY_HINT,
+        )
+    if x.constant:
+        f.warn("a batch of inputs is constant (every value equal): the model cannot tell samples apart", CONSTANT_HINT)
+    elif x.duplicate_fraction > p.dup_warn:
+        f.warn(
+            f"{x.duplicate_fraction:.0%} of the samples of a batch repeat another sample of that batch (expected <= "
+            f"{p.dup_warn:.0%})",
+            DUPLICATES_HINT,
+        )
+    if m.last_batch == 1 and m.batchnorm:
+        f.warn(
+            f"the last batch holds 1 sample ({m.last_batch_how}) and the model has BatchNorm (`{m.batchnorm[0]}`): "
+            "its batch statistics are undefined (BatchNorm1d raises, BatchNorm2d normalises with the statistics of "
+            "a single image)",
+            LAST_BATCH_HINT,
+        )
+    for note in class_notes(m):
+        f.note(note)
+    if s.stopped_why:
+        f.note(f"the data scan {s.stopped_why}; labels and the last batch beyond it were not checked")
+    if not m.custom_forward and not s.targets_seen:
+        f.note("targets were not read from the scan (batches are not (inputs, targets) pairs)")
+    if m.num_classes is None and m.integer_targets:
+        f.note(f"integer targets with a {m.loss_kind} loss: the label range was not checked")
+    return f
 
 
-def distribution(scan: Scan, num_classes: int | None) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-    """Class counts (measured), notes (imbalance, classes never seen) and a bar plot."""
-    if scan.counts is None or not scan.labels_seen:
-        return {}, [], {}
-    counts = scan.counts
-    c = num_classes or len(counts)
+def labels_out_of_range(m: Measurement) -> str | None:
+    """label_problem() over the label span of every scanned batch."""
+    s = m.scan
+    if m.num_classes is None or s.label_lo is None or s.label_hi is None:
+        return None
+    return label_problem(torch.tensor([s.label_lo, s.label_hi]), m.num_classes, m.ignore_index)
+
+
+def classes_present(s: Scan) -> int:
+    return 0 if s.counts is None else int((s.counts > 0).sum())
+
+
+def class_notes(m: Measurement) -> list[str]:
+    """Class imbalance above IMBALANCE_NOTE, classes never seen."""
+    s = m.scan
+    if s.counts is None or not s.labels_seen:
+        return []
+    counts = s.counts
+    c = m.num_classes or len(counts)
+    if c > MAX_CLASSES_SHOWN:
+        return []
     share = counts.double() / counts.sum()
-    present = share[share > 0]
-    measured: dict[str, Any] = {"labels_seen": scan.labels_seen, "classes_present": int((counts > 0).sum())}
-    if len(counts) <= MAX_CLASSES_SHOWN:
-        measured["class_counts"] = [int(v) for v in counts]
-    notes: list[str] = []
-    ratio = float(present.max() / present.min())
-    measured["imbalance_ratio"] = ratio
-    if ratio > IMBALANCE_NOTE and c <= MAX_CLASSES_SHOWN:
+    notes = []
+    ratio = imbalance_ratio(counts)
+    if ratio > IMBALANCE_NOTE:
         top, bot = int(share.argmax()), int(torch.where(share > 0, share, 2.0).argmin())
         notes.append(
             f"class imbalance: class {top} holds {float(share[top]):.1%} of the labels, class {bot} "
@@ -583,116 +686,151 @@ def distribution(scan: Scan, num_classes: int | None) -> tuple[dict[str, Any], l
             "last-layer-bias probe checks it) and consider a weighted loss or sampler"
         )
     unseen = [i for i in range(min(c, len(counts))) if counts[i] == 0] + list(range(len(counts), c))
-    if unseen and c <= MAX_CLASSES_SHOWN:
+    if unseen:
         notes.append(f"classes {unseen[:10]}{'...' if len(unseen) > 10 else ''} never appear in the data read")
-    series = {}
-    if c <= MAX_CLASSES_SHOWN:
-        series["class_distribution"] = {
-            "title": "Labels per class (data read)",
-            "xlabel": "class",
-            "ylabel": "labels",
-            "xscale": "linear",
-            "yscale": "linear",
-            "kind": "bar",
-            "curves": {"labels": {"x": [str(i) for i in range(len(counts))], "y": [int(v) for v in counts]}},
-        }
-    return measured, notes, series
+    return notes
 
 
-def _output_layer_name(model: nn.Module, num_classes: int | None) -> str:
-    if num_classes is None:
-        return ""
-    for name, m in reversed(list(model.named_modules())):
-        if isinstance(m, nn.Linear) and m.out_features == num_classes:
-            return name
-    return ""
+def imbalance_ratio(counts: torch.Tensor) -> float:
+    """Share of the most frequent class / share of the least frequent class present."""
+    share = counts.double() / counts.sum()
+    present = share[share > 0]
+    return float(present.max() / present.min())
 
 
-def _cpu(obj: Iterable[Any]) -> list[Any]:
-    return [o.detach().cpu() if isinstance(o, torch.Tensor) else o for o in obj]
+# ---------------------------------------------------------------------------------------------- word
+ONE_BASED_HINT = (
+    "Make the labels 0-based where the dataset builds them: `y = y - 1` (e.g. `torch.tensor(label) - 1` in "
+    "__getitem__)."
+)
+REMAP = "or map the labels to 0..C-1 (`y = torch.searchsorted(classes, y)` with `classes = y_train.unique()`)."
+NAN_TARGETS_HINT = (
+    "Drop or impute the missing targets when building the dataset "
+    "(`keep = torch.isfinite(y).all(dim=-1); x, y = x[keep], y[keep]`)."
+)
+SHAPE_HINT = (
+    "Make every sample the same width where the dataset builds it (pad or crop features / resize images in "
+    "__getitem__ or the collate_fn); check the file or split that batch comes from."
+)
+CAUSAL_COPY = (
+    "a causal model only has to copy its input token: the loss goes to ~0 and the model never learns to predict"
+)
+MAYBE_COPY_TASK = (
+    "unless this is a token autoencoder / copy task, the targets are not shifted for next-token prediction"
+)
+SHIFT_HINT = (
+    "Shift the targets by one position in your `forward(model, batch)`: feed tokens 0..T-2 and predict tokens "
+    "1..T-1, `return model(ids[:, :-1]), ids[:, 1:]`."
+)
+NAN_INPUTS_HINT = (
+    "Impute or drop missing values when building the dataset (`x = torch.nan_to_num(x, nan=0.0)` after "
+    "standardising, or drop the rows), and check the preprocessing for divisions by a zero std."
+)
+SHUFFLE_HINT = (
+    "Shuffle the training data every epoch: `DataLoader(dataset, batch_size=..., shuffle=True)` (or a "
+    "`torch.randperm(len(x))` permutation before batching). Sorted batches make every step fit one class."
+)
+REPEATED_BATCH_HINT = (
+    "Build the batches from the whole dataset: `DataLoader(dataset, batch_size=..., shuffle=True)` created once, "
+    "not `[(x, y)] * n` or a loader re-created with the same seed at every step. (If data() yields several epochs, "
+    "make it yield one: nncheck reads it as one epoch.)"
+)
+PIXELS_HINT = (
+    "Scale and normalise the images: `transforms.ToTensor()` (divides by 255) then `transforms.Normalize(mean, "
+    "std)` with the per-channel statistics of the training set, or `x = (x / 255 - mean) / std`."
+)
+SCALE_HINT = (
+    "Standardise every input feature with statistics of the training set: `x = (x - mean) / std` with "
+    "`mean, std = x_train.mean(0), x_train.std(0)` (sklearn's StandardScaler), or transforms.Normalize for images."
+)
+TINY_HINT = (
+    "Standardise the inputs with training-set statistics: `x = (x - x_train.mean(0)) / x_train.std(0)`, and check "
+    "the unit conversion where the features are built."
+)
+CONSTANT_HINT = (
+    "Check the dataset's __getitem__ / collate: inputs are filled with a placeholder (zeros) or the wrong tensor is "
+    "yielded."
+)
+DUPLICATES_HINT = (
+    "Check that the dataset's __getitem__ uses its index (`return self.x[idx], self.y[idx]`) and that batches are "
+    "not built from one repeated sample (`[x] * batch_size`)."
+)
+LAST_BATCH_HINT = "Drop the incomplete last batch: `DataLoader(dataset, batch_size=..., shuffle=True, drop_last=True)`."
 
 
-@dataclass(frozen=True)
-class Params:
-    """Parameters of data (`[tool.nncheck.probes.data]`)."""
+def widen_hint(m: Measurement) -> str:
+    """The concrete line that gives the output layer one output per class (max label + 1), or the label mapping."""
+    n = (m.scan.label_hi or 0) + 1
+    layer = m.output_layer
+    if layer is not None:
+        bias = "" if layer.bias else ", bias=False"
+        return (
+            f"If the labels are right, the output layer `{layer.path}` "
+            f"(nn.Linear({layer.in_features}, {layer.out_features})) needs {n} outputs: build it as "
+            f"`nn.Linear({layer.in_features}, {n}{bias})` in model(); {REMAP}"
+        )
+    return f"If the labels are right, give the output layer {n} outputs (one per class, max label + 1); {REMAP}"
 
-    input_batches: int = param(
-        8,
-        fast=4,
-        source=("Batches whose inputs are checked for scale and duplicates (the context caches at most 8)."),
+
+def measured_of(m: Measurement) -> dict[str, Any]:
+    s, x = m.scan, m.inputs
+    measured: dict[str, Any] = {
+        "batches_read": s.batches,
+        "data_exhausted": s.exhausted,
+        "num_classes": m.num_classes,
+        "single_class_batches": s.single_class,
+        "nonfinite_targets": s.nonfinite_targets,
+        "nonfinite_inputs": s.nonfinite_inputs,
+        "last_batch_size": m.last_batch,
+        "batchnorm": m.batchnorm[:5],
+        "float_inputs": x.float_tensors > 0,
+        "input_max_abs_mean": x.max_abs_mean,
+        "input_max_std": x.max_std,
+        "duplicate_fraction": x.duplicate_fraction,
+        "repeated_batch_fraction": x.repeated_batch_fraction,
+        "repeated_sample_fraction": x.repeated_sample_fraction,
+        "unshifted_target_fraction": m.unshifted,
+    }
+    if s.counts is not None and s.labels_seen:
+        measured.update(labels_seen=s.labels_seen, classes_present=classes_present(s))
+        if len(s.counts) <= MAX_CLASSES_SHOWN:
+            measured["class_counts"] = [int(v) for v in s.counts]
+        measured["imbalance_ratio"] = imbalance_ratio(s.counts)
+    return measured
+
+
+def expected_of(m: Measurement, p: Params) -> dict[str, Any]:
+    return {
+        "labels_in": f"[0, {m.num_classes})" if m.num_classes else None,
+        "input_max_abs_mean": p.scale_warn,
+        "input_max_std": p.scale_warn,
+        "duplicate_fraction_max": p.dup_warn,
+        "single_class_batches_max_fraction": p.single_class_frac,
+        "last_batch_size_min_with_batchnorm": 2,
+    }
+
+
+def class_plot(m: Measurement) -> dict[str, Any]:
+    s = m.scan
+    if s.counts is None or not s.labels_seen or (m.num_classes or len(s.counts)) > MAX_CLASSES_SHOWN:
+        return {}
+    labels = [str(i) for i in range(len(s.counts))]
+    plot = bar_plot(
+        "Labels per class (data read)", labels, {"labels": [int(v) for v in s.counts]}, xlabel="class", ylabel="labels"
     )
-    max_scan_batches: int = param(
-        1000,
-        fast=200,
-        source=(
-            "Bounds of the scan over the whole data (to see every label and the last batch): a DataLoader over a "
-            "few thousand samples is read in well under a second; past these bounds the probe says where it "
-            "stopped."
-        ),
-    )
-    max_scan_s: float = param(
-        10.0,
-        fast=3.0,
-        source=(
-            "Bounds of the scan over the whole data (to see every label and the last batch): a DataLoader over a "
-            "few thousand samples is read in well under a second; past these bounds the probe says where it "
-            "stopped."
-        ),
-    )
-    scale_warn: float = param(
-        10.0,
-        source=(
-            "Inputs look unnormalised when a feature / channel has |mean| or std above this (issue 5; LeCun et "
-            'al. 1998, "Efficient BackProp": inputs should have mean ~0 and comparable variance ~1).'
-        ),
-    )
-    dup_warn: float = param(
-        0.5,
-        source=(
-            "Warn when more than this fraction of a batch's samples repeat an earlier sample of the same batch (a "
-            "dataset whose __getitem__ ignores its index, `[x] * B`). Measured: correct examples have 0 "
-            "duplicates."
-        ),
-    )
-    cross_dup_fail: float = param(
-        0.5,
-        source=(
-            "Fail when more than this fraction of the cached batches after the first are an exact repeat (same "
-            "samples, same order) of an earlier batch (`[(x, y)] * 8`, a loader re-created with the same seed "
-            "every step). Judged per batch, not per sample: a dataset with few distinct samples repeats samples "
-            "across batches legitimately (held-out b_lm_no_shift.py's synthetic data has 48 distinct sequences: "
-            "70% of its samples repeat an earlier batch's, yet no batch repeats). Measured: 0 repeated batches on "
-            "every correct file of examples/ and checks/ and on the held-out a_*.py; 7/7 on held-out "
-            "b_same_batch_repeated.py. 50% tolerates a data() that wraps into a second epoch early."
-        ),
-    )
-    tiny_std_warn: float = param(
-        0.001,
-        source=(
-            "Inputs whose every float feature has |mean| and std below this look like a unit error (micro-units, "
-            "a value divided twice): standardised features have std ~1 (LeCun et al. 1998); the largest feature "
-            "std of every correct file of examples/ and checks/ is > 0.05; held-out b_inputs_1e-6.py has std "
-            "~2e-6, |mean| ~1e-6. Weights would have to grow 1e3x to use such inputs. (|mean| too: a batch of one "
-            "repeated sample has std 0 but a normal mean.)"
-        ),
-    )
-    no_shift_fail: float = param(
-        0.9,
-        source=(
-            "Next-token targets not shifted: fail when at least this fraction of the target positions equal the "
-            "token embedded at the same position (a causal model then learns to copy its input). Measured: "
-            "held-out b_lm_no_shift.py 100%, the correct LMs (examples/tiny_lm, held-out a_tied_lm) and seq2seq "
-            "(held-out a_seq2seq_*) < 15% (chance repeats of a token); 90% allows ignore_index-free padding runs."
-        ),
-    )
-    single_class_frac: float = param(
-        0.5,
-        source=(
-            "Unshuffled: fail when at least this fraction of the scanned batches hold a single class while the "
-            "data holds several, and shuffled data would produce such batches rarely (expected fraction below "
-            "SINGLE_CLASS_EXPECTED)."
-        ),
-    )
+    return {"class_distribution": plot}
+
+
+def passed_message(m: Measurement) -> str:
+    s, x = m.scan, m.inputs
+    what = f"{s.batches} batches read" + ("" if s.exhausted else f" ({s.stopped_why})")
+    if m.num_classes:
+        what += f", labels in [0, {m.num_classes})"
+    if m.last_batch is not None:
+        what += f", last batch {m.last_batch}"
+    if x.float_tensors:
+        return what + f"; inputs |mean| <= {x.max_abs_mean:.3g}, std <= {x.max_std:.3g}"
+    return what + "; integer inputs (tokens / indices: scale not judged)"
 
 
 @probe("data", title="Data sanity", order=5, params=Params)
@@ -700,19 +838,19 @@ def data(ctx: Context, p: Params) -> Result:
     """Checks the batches themselves: labels, NaNs, class balance, shuffling, input scale, duplicates, last batch.
 
     What it does:
-        Reads the data once more, on the CPU, as the data yields it, up to `max_scan_batches` batches or
-        `max_scan_s` seconds (it says where it stopped), and the first `input_batches` batches on the device:
+        Reads the data once more, on the CPU, as the data yields it, up to {max_scan_batches} batches or
+        {max_scan_s} seconds (it says where it stopped), and the first {input_batches} batches on the device:
         - class targets (cross-entropy): every label in [0, C) where C is the output width (labels 1..C: off by
           one), the class distribution, and whether most batches hold a single class while the data holds many;
         - NaN / inf values in targets and inputs;
-        - float inputs: raw 8-bit pixels (integers in [0, 255]), or a feature/channel with |mean| or std above
-          `scale_warn`; integer inputs (tokens, indices) are not judged for scale;
+        - float inputs: raw 8-bit pixels (integers in [0, 255]), or a feature/channel with a large |mean| or std;
+          integer inputs (tokens, indices) are not judged for scale;
         - a batch whose inputs are all one value, or whose samples mostly repeat each other; batches that repeat
-          an earlier batch exactly (`[(x, y)] * 8`); float inputs whose every feature has |mean| and std < 1e-3
-          (a unit error); an input whose rank or feature / channel count (dim 1 of (B, F) and (B, C, H, W)) changes
-          across the scanned batches (lengths and image sizes may vary);
+          an earlier batch exactly (`[(x, y)] * 8`); float inputs whose every feature has a tiny |mean| and std
+          (a unit error); an input whose rank or feature / channel count (dim 1 of (B, F) and (B, C, H, W))
+          changes across the scanned batches (lengths and image sizes may vary);
         - next-token targets that are not shifted: (B, T) targets equal to the token an nn.Embedding reads at the
-          same position for >= 90% of the positions, with (B, T, C) outputs (fail when `causal`, else warn);
+          same position, with (B, T, C) outputs (fail when `causal`, else warn);
         - the size of the last batch (from the DataLoader's dataset size, batch_size and drop_last, else from
           the scan) when the model has BatchNorm.
         With a custom `forward` the targets come from `forward` on the first batches only.
@@ -726,12 +864,14 @@ def data(ctx: Context, p: Params) -> Result:
         Islam et al. FSE 2019, data bugs; Karpathy's recipe, "become one with the data".)
 
     Thresholds:
-        fail: any label outside [0, C); any non-finite target or input; >= 50% of the batches single-class
-        (`single_class_frac`) where shuffled data would give < 10%; > 50% of the batches repeating an earlier one
-        (`cross_dup_fail`); a feature / channel count that changes; >= 90% unshifted LM targets (`no_shift_fail`).
-        warn: raw pixels, |mean| or std > 10 (`scale_warn`) for a feature; every feature below 1e-3
-        (`tiny_std_warn`); a constant batch or > 50% duplicated samples (`dup_warn`); a last batch of 1 sample
-        with BatchNorm. note: class imbalance above 10x (the last-layer-bias probe judges the bias).
+        fail: any label outside [0, C); any non-finite target or input; a share of single-class batches >=
+        {single_class_frac} where shuffled data would give < 10%; a share of batches repeating an earlier one >
+        {cross_dup_fail}; a feature / channel count that changes; a share of unshifted LM targets >=
+        {no_shift_fail}.
+        warn: raw pixels; a feature's |mean| or std > {scale_warn}; every feature's |mean| and std <
+        {tiny_std_warn}; a constant batch, or a share of duplicated samples in a batch > {dup_warn}; a last
+        batch of 1 sample with BatchNorm. note: class imbalance above 10x (the last-layer-bias probe judges the
+        bias).
 
     How to fix:
         `y = y - 1` for 1-based labels; `DataLoader(..., shuffle=True, drop_last=True)`;
@@ -741,118 +881,5 @@ def data(ctx: Context, p: Params) -> Result:
         Labels 1..5 for a 5-way classifier: fail, "class labels span 1..5 but the output has 5 classes:
         labels must be in [0, 5); the labels look 1-based (off by one): subtract 1".
     """
-    batches = ctx.batches(p.input_batches)
-    model = without_dropout(ctx.fresh_model(train=True))
-    outs: list[Any] = []
-    targets: list[Any] = []
-    embedded: list[list[torch.Tensor]] = []
-    with torch.no_grad(), record_embedded(model) as seen:
-        for i, b in enumerate(batches):
-            ctx.check_time()
-            seen.clear()
-            if i == 0 or ctx.setup.custom_forward:
-                out, y = ctx.forward(model, b)
-                outs.append(out)
-            else:
-                y = b[1] if isinstance(b, (tuple, list)) and len(b) == 2 else None
-            targets.append(y)
-            embedded.append(list(seen))
-    num_classes = ctx.num_classes(outs[0])
-    if num_classes is None and ctx.loss_kind == "bce":
-        num_classes = 2  # per-sample 0/1 targets are read as classes 0 and 1 (shuffling, balance)
-    ignore = losses.ignore_index(ctx.loss_fn)
-    out_layer = _output_layer_name(model, num_classes)
-
-    scan = scan_data(
-        ctx,
-        num_classes,
-        ignore,
-        read_targets=not ctx.setup.custom_forward,
-        max_batches=p.max_scan_batches,
-        max_s=p.max_scan_s,
-    )
-    if ctx.setup.custom_forward:  # targets come from forward() on the cached batches
-        for i, y in enumerate(_cpu(targets)):
-            per_sample = isinstance(y, torch.Tensor) and y.dim() == 1
-            scan_targets(scan, i, y, num_classes, ignore, per_sample)
-
-    findings = target_findings(scan, num_classes, ignore, model, out_layer)
-    if scan.shape_change:
-        findings.append(
-            Finding(
-                "fail",
-                scan.shape_change,
-                "Make every sample the same width where the dataset builds it (pad or crop features / resize images "
-                "in __getitem__ or the collate_fn); check the file or split that batch comes from.",
-            )
-        )
-    no_shift = unshifted_targets(ctx, outs, targets, embedded, ignore, p)
-    if no_shift:
-        findings.append(no_shift)
-    if scan.nonfinite_inputs:
-        findings.append(
-            Finding(
-                "fail",
-                f"{scan.nonfinite_inputs} input values are NaN/inf (first in batch {scan.nonfinite_input_batch}): a "
-                "data error, every output and the loss on that batch become NaN",
-                "Impute or drop missing values when building the dataset "
-                "(`x = torch.nan_to_num(x, nan=0.0)` after standardising, or drop the rows), and check the "
-                "preprocessing for divisions by a zero std.",
-            )
-        )
-    shuffle = shuffle_finding(scan, p)
-    if shuffle:
-        findings.append(shuffle)
-    inputs, in_measured = input_findings(ctx, batches, targets, p)
-    findings += inputs
-    bn = [code_path(n, model) for n in has_batchnorm(model)]
-    last_f, last = last_batch_finding(scan, bn)
-    if last_f:
-        findings.append(last_f)
-
-    dist_measured, notes, series = distribution(scan, num_classes)
-    measured: dict[str, Any] = {
-        "batches_read": scan.batches,
-        "data_exhausted": scan.exhausted,
-        "num_classes": num_classes,
-        "single_class_batches": scan.single_class,
-        "nonfinite_targets": scan.nonfinite_targets,
-        "nonfinite_inputs": scan.nonfinite_inputs,
-        "last_batch_size": last,
-        "batchnorm": bn[:5],
-        **in_measured,
-        **dist_measured,
-    }
-    expected = {
-        "labels_in": f"[0, {num_classes})" if num_classes else None,
-        "input_max_abs_mean": p.scale_warn,
-        "input_max_std": p.scale_warn,
-        "duplicate_fraction_max": p.dup_warn,
-        "single_class_batches_max_fraction": p.single_class_frac,
-        "last_batch_size_min_with_batchnorm": 2,
-    }
-    if scan.stopped_why:
-        notes.append(f"the data scan {scan.stopped_why}; labels and the last batch beyond it were not checked")
-    if not ctx.setup.custom_forward and not scan.targets_seen:
-        notes.append("targets were not read from the scan (batches are not (inputs, targets) pairs)")
-    if num_classes is None and any(is_class_target(t) for t in targets):
-        notes.append(f"integer targets with a {ctx.loss_kind} loss: the label range was not checked")
-    fails = [f for f in findings if f.status == "fail"]
-    warns = [f for f in findings if f.status == "warn"]
-    kw = {"measured": measured, "expected": expected, "series": series}
-    if fails or warns:
-        main = (fails or warns)[0]
-        others = [f"also ({f.status}): {f.message}" for f in findings if f is not main]
-        make = failed if fails else warned
-        hints = " ".join(dict.fromkeys([main.hint] + [f.hint for f in findings if f is not main]))
-        return make(main.message, hint=hints, notes=others + notes, **kw)
-    what = f"{scan.batches} batches read" + ("" if scan.exhausted else f" ({scan.stopped_why})")
-    if num_classes:
-        what += f", labels in [0, {num_classes})"
-    if last is not None:
-        what += f", last batch {last}"
-    if measured["float_inputs"]:
-        what += f"; inputs |mean| <= {measured['input_max_abs_mean']:.3g}, std <= {measured['input_max_std']:.3g}"
-    else:
-        what += "; integer inputs (tokens / indices: scale not judged)"
-    return passed(what, notes=notes, **kw)
+    m = measure(ctx, p)
+    return judge(m, p).result(passed_message(m))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context
-from nncheck.modelgraph import code_path
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed
+from nncheck.kit import Context, Findings, Result, code_path, forward_hooks, param, probe
 from nncheck.tensors import iter_tensors, map_tensors
 
 # How many differing tensors a message names.
@@ -132,11 +129,6 @@ def describe(names: list[tuple[str, float]], model: nn.Module | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------- (1) model
-def is_instance_model(ctx: Context) -> bool:
-    """The setup gave a module instance (the Setup wraps it in a deep-copying factory)."""
-    return ctx.setup.model_is_instance
-
-
 def check_model_build(ctx: Context) -> Diff:
     """Build the model twice under the run's seed and compare the state dicts bit for bit."""
     built = ctx.build_model()
@@ -272,24 +264,6 @@ def _nondeterministic_op(message: str) -> str:
     return message.splitlines()[0][:120]
 
 
-def _module_stack(model: nn.Module) -> tuple[list[str], list[Any]]:
-    """Track which modules' forward is running (innermost last); returns the stack and the hook handles."""
-    stack: list[str] = []
-    handles = []
-
-    def enter(name: str) -> Any:
-        return lambda mod, inp: stack.append(name)  # returns None: the input is left alone
-
-    def leave(mod: nn.Module, inp: Any, out: Any) -> None:
-        if stack:
-            stack.pop()
-
-    for name, m in model.named_modules():
-        handles.append(m.register_forward_pre_hook(enter(name)))
-        handles.append(m.register_forward_hook(leave))
-    return stack, handles
-
-
 def deterministic_mode_run(ctx: Context, batches: list[Any], steps: int, twice: bool) -> OpProbe:
     """Run with ``torch.use_deterministic_algorithms(True)`` (warn_only=False): an op without a deterministic
     implementation raises a RuntimeError that names it. With ``twice``, also say whether two runs then agree."""
@@ -297,17 +271,21 @@ def deterministic_mode_run(ctx: Context, batches: list[Any], steps: int, twice: 
     cudnn_before = torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
-    stack: list[str] = []
+    stack: list[str] = []  # the modules whose forward is running, innermost last
+
+    def enter(mod: nn.Module, inp: Any, name: str) -> None:
+        stack.append(name)
+
+    def leave(mod: nn.Module, inp: Any, out: Any, name: str) -> None:
+        if stack:
+            stack.pop()
+
     try:
         model = training_model(ctx)
         ctx.seed_all()
-        stack, handles = _module_stack(model)
         opt = ctx.optimizer(model)
-        try:
+        with forward_hooks(model.named_modules(), leave, pre=enter):
             losses = [ctx.train_step(model, opt, batches[i % len(batches)]) for i in range(steps)]
-        finally:
-            for h in handles:
-                h.remove()
         first = (losses, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         equal = compare_runs(first, run_training(ctx, batches, steps)).equal if twice else None
         return OpProbe(None, None, None, equal)
@@ -322,7 +300,7 @@ def deterministic_mode_run(ctx: Context, batches: list[Any], steps: int, twice: 
         torch.backends.cudnn.benchmark = cudnn_before
 
 
-# ---------------------------------------------------------------------------------------------- hints
+# ---------------------------------------------------------------------------------------------- the setup file
 def entropy_sources(path: str) -> list[str]:
     """Calls in the setup file that draw entropy nncheck's seed cannot reach (``file:line: code``).
     Only code is searched (calls in the syntax tree), not comments or docstrings."""
@@ -346,43 +324,157 @@ def entropy_sources(path: str) -> list[str]:
     return [hits[k] for k in sorted(hits)]
 
 
-def _iter_hint_lines(ctx: Context, broke: list[str], op: OpProbe | None) -> Iterator[str]:
-    sources = entropy_sources(ctx.setup.path)
-    if sources:
-        yield "Suspect lines: " + "; ".join(sources[:5]) + "."
+# ---------------------------------------------------------------------------------------------- measure
+@dataclass
+class Measurement:
+    """The three comparisons, each between two runs under the run's seed."""
+
+    device: str
+    model: Diff | None  # (1) two model() builds; None for a module instance (deep-copied: equal by construction)
+    data: Diff  # (2) two data() calls
+    steps: int
+    training: Diff  # (3) two training runs (equal, with its reason in detail, when not compared)
+    nonfinite: tuple[int, float] | None = None  # (step, loss) of the first non-finite training loss: not compared
+    op: OpProbe | None = None  # the run under deterministic algorithms (training compared only)
+    suspects: list[str] = field(default_factory=list)  # entropy_sources of the setup file, when something differs
+
+    @property
+    def broken(self) -> list[str]:
+        parts = {"model": self.model, "data": self.data, "training": self.training}
+        return [name for name, d in parts.items() if d is not None and not d.equal]
+
+
+def measure(ctx: Context, p: Params) -> Measurement:
+    steps = max(1, p.steps)
+    model = None if ctx.setup.model_is_instance else check_model_build(ctx)
+    data = check_data(ctx, p.data_batches)
+    # (3) from the cached batches and the pristine model: isolated from (1) and (2)
+    batches = ctx.batches(min(4, steps))
+    run_a = run_training(ctx, batches, steps)
+    step = first_non_finite(run_a[0])
+    nonfinite, op = None, None
+    if step is not None:
+        # a NaN/inf loss is a numerics bug, not a reproducibility one: two NaN runs say nothing about seeding
+        nonfinite = (step, run_a[0][step])
+        training = Diff(True, f"skipped: the training loss is non-finite ({run_a[0][step]}) at step {step}")
+    else:
+        training = compare_runs(run_a, run_training(ctx, batches, steps), ctx.pristine_model())
+        # name the op without a deterministic implementation; when the runs agreed, one step finds the ops that
+        # agreed by chance but are not guaranteed to
+        twice = not training.equal
+        op = deterministic_mode_run(ctx, batches, steps if twice else 1, twice=twice)
+    m = Measurement(str(ctx.device), model, data, steps, training, nonfinite, op)
+    if m.broken:
+        m.suspects = entropy_sources(ctx.setup.path)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------- judge
+MODEL_HINT = (
+    "model() draws from an RNG that torch.manual_seed / np.random.seed / random.seed do not reach. Initialise with "
+    "torch's global RNG (`nn.init.normal_(layer.weight, std=0.02)`) or seed your own generator explicitly: "
+    "`rng = np.random.default_rng(0)`, `random.Random(0)`, `torch.Generator().manual_seed(0)`."
+)
+DATA_HINT = (
+    "data() shuffles or samples with entropy of its own. Give the DataLoader a seeded generator: "
+    "`DataLoader(ds, shuffle=True, generator=torch.Generator().manual_seed(0))` (and `worker_init_fn` seeding "
+    "numpy/random from `torch.initial_seed()` with num_workers > 0), or `np.random.default_rng(seed)` instead of "
+    "`np.random.default_rng()`."
+)
+OP_HINT = (
+    "`{op}` (in {module}) has no deterministic implementation. Call `torch.use_deterministic_algorithms(True)` at "
+    "the start of training and replace that op (e.g. index_add_/scatter_add_ with a sorted segment sum, or run it "
+    "on CPU)."
+)
+KERNELS_HINT = (
+    "The runs agree with deterministic kernels: put `torch.use_deterministic_algorithms(True)` and "
+    "`torch.backends.cudnn.benchmark = False` at the start of training."
+)
+TRAINING_RNG_HINT = (
+    "The forward, loss or optimizer step draws random numbers from a generator the seed does not reach (a "
+    "torch.Generator seeded from the clock, np.random.default_rng(), random.Random()). Draw noise from torch's "
+    "global RNG (`torch.randn_like(x)`) or from a generator seeded once from the run's seed."
+)
+OP_NOTE = (
+    "`{op}` (in {module}) has no deterministic implementation: these runs agreed, others may not. Call "
+    "`torch.use_deterministic_algorithms(True)` if you need bitwise reproducibility."
+)
+INSTANCE = "module instance: deep-copied, deterministic by construction"
+
+
+def _hint(m: Measurement) -> str:
+    broke, op = m.broken, m.op
+    lines = []
+    if m.suspects:
+        lines.append("Suspect lines: " + "; ".join(m.suspects[:5]) + ".")
     if "model" in broke:
-        yield (
-            "model() draws from an RNG that torch.manual_seed / np.random.seed / random.seed do not reach. "
-            "Initialise with torch's global RNG (`nn.init.normal_(layer.weight, std=0.02)`) or seed your own "
-            "generator explicitly: `rng = np.random.default_rng(0)`, `random.Random(0)`, "
-            "`torch.Generator().manual_seed(0)`."
-        )
+        lines.append(MODEL_HINT)
     if "data" in broke:
-        yield (
-            "data() shuffles or samples with entropy of its own. Give the DataLoader a seeded generator: "
-            "`DataLoader(ds, shuffle=True, generator=torch.Generator().manual_seed(0))` (and "
-            "`worker_init_fn` seeding numpy/random from `torch.initial_seed()` with num_workers > 0), or "
-            "`np.random.default_rng(seed)` instead of `np.random.default_rng()`."
-        )
+        lines.append(DATA_HINT)
     if "training" in broke:
         if op is not None and op.op:
-            yield (
-                f"`{op.op}` (in {op.module}) has no deterministic implementation. Call "
-                "`torch.use_deterministic_algorithms(True)` at the start of training and replace that op "
-                "(e.g. index_add_/scatter_add_ with a sorted segment sum, or run it on CPU)."
-            )
+            lines.append(OP_HINT.format(op=op.op, module=op.module))
         elif op is not None and op.equal_in_det_mode:
-            yield (
-                "The runs agree with deterministic kernels: put `torch.use_deterministic_algorithms(True)` and "
-                "`torch.backends.cudnn.benchmark = False` at the start of training."
-            )
+            lines.append(KERNELS_HINT)
         else:
-            yield (
-                "The forward, loss or optimizer step draws random numbers from a generator the seed does not "
-                "reach (a torch.Generator seeded from the clock, np.random.default_rng(), random.Random()). Draw "
-                "noise from torch's global RNG (`torch.randn_like(x)`) or from a generator seeded once from "
-                "the run's seed."
-            )
+            lines.append(TRAINING_RNG_HINT)
+    return " ".join(lines)
+
+
+def _measured(m: Measurement) -> dict[str, Any]:
+    measured: dict[str, Any] = {"device": m.device}
+    if m.model is None:
+        measured["model"] = INSTANCE
+    else:
+        measured.update({"model": "equal" if m.model.equal else "differs", "model_detail": m.model.detail})
+        if not m.model.equal:
+            measured["model_differing_tensors"] = m.model.names
+    measured.update({"data": "equal" if m.data.equal else "differs", "data_detail": m.data.detail, "steps": m.steps})
+    if m.nonfinite is not None:
+        measured["training"] = "skipped (non-finite loss)"
+        measured["training_detail"] = m.training.detail
+        measured["non_finite_loss_step"] = m.nonfinite[0]
+    else:
+        measured["training"] = "equal" if m.training.equal else "differs"
+        measured["training_detail"] = m.training.detail
+    op = m.op
+    if not m.training.equal and op is not None:
+        measured.update({k: v for k, v in m.training.extra.items() if v is not None})
+        measured["nondeterministic_op"] = op.op
+        measured["nondeterministic_op_module"] = op.module
+        measured["equal_with_deterministic_algorithms"] = op.equal_in_det_mode
+    elif op is not None and op.op:
+        measured["nondeterministic_op"] = op.op
+        measured["nondeterministic_op_module"] = op.module
+    measured["broken"] = m.broken
+    return measured
+
+
+def judge(m: Measurement, p: Params, rerun: Callable[..., str]) -> Findings:
+    """Bitwise equality: any difference fails. ``rerun``: the re-run line of other probes (a note)."""
+    f = Findings(measured=_measured(m), expected={"model": "equal", "data": "equal", "training": "equal"})
+    if m.nonfinite is not None:
+        step, loss = m.nonfinite
+        f.note(
+            f"Training comparison skipped: the loss is {loss} at step {step}. Find where it comes from with "
+            f"`{rerun('numerics')}`."
+        )
+    if m.broken:
+        details = {"model": m.model.detail if m.model else None, "data": m.data.detail, "training": m.training.detail}
+        what = "; ".join(f"{b}: {details[b]}" for b in m.broken)
+        f.fail(f"not reproducible under a fixed seed ({', '.join(m.broken)}): {what}", _hint(m))
+    elif m.op is not None and m.op.op:
+        f.note(OP_NOTE.format(op=m.op.op, module=m.op.module))
+    return f
+
+
+def _summary(m: Measurement, p: Params, rerun: Callable[..., str]) -> str:
+    if m.nonfinite is not None:
+        return (
+            f"model and first {p.data_batches} batches reproducible under one seed; training not compared "
+            f"(non-finite loss at step {m.nonfinite[0]}: run `{rerun('numerics')}`)"
+        )
+    return f"reproducible: model, first {p.data_batches} batches and {m.steps} training steps equal under one seed"
 
 
 # ---------------------------------------------------------------------------------------------- probe
@@ -394,12 +486,18 @@ class Params:
         5,
         fast=2,
         source=(
-            'Training steps run twice from the same seed (issue 3: "K training steps (default 5)"). Every broken '
-            "setup in checks/ already differs at step 1; 2 steps keep the verdicts under --budget fast."
+            "Training steps run twice from one seed: 5 cycle once through the 4 cached batches the comparison "
+            "uses. The clock-seeded noise of checks/determinism_clock_noise.py makes the losses differ from the "
+            "first step (seeds 0-2), so 2 steps keep the verdict under --budget fast."
         ),
     )
     data_batches: int = param(
-        3, source='Batches of data() compared between two calls (issue 3: "the first 3 batches").'
+        3,
+        source=(
+            "Batches compared between two data() calls: the unseeded shuffles of "
+            "checks/determinism_unseeded_shuffle.py "
+            "and checks/determinism_entropy_loader.py already differ in the first batch (seeds 0-2)."
+        ),
     )
 
 
@@ -424,7 +522,7 @@ def determinism(ctx: Context, p: Params) -> Result:
 
     Thresholds:
         Bitwise equality; no tolerance (two runs of one process on one device from one seed must agree
-        exactly). `steps` = 5 (fast: 2), `data_batches` = 3.
+        exactly). Run lengths: {steps} (training steps), {data_batches} (batches of data()).
 
     How to fix:
         Draw every random number from torch's global RNG, or from generators seeded from the run's seed
@@ -436,91 +534,5 @@ def determinism(ctx: Context, p: Params) -> Result:
         `def model(): net = MLP(); rng = np.random.default_rng(); net.fc.weight.data = torch.tensor(rng.normal(...))`
         gives two different models: fail, "model() is not deterministic: fc.weight (max |diff| 2.1)".
     """
-    steps = max(1, p.steps)
-    measured: dict[str, Any] = {"device": str(ctx.device)}
-    broke: list[str] = []
-
-    # (1) model
-    if is_instance_model(ctx):
-        measured["model"] = "module instance: deep-copied, deterministic by construction"
-    else:
-        m = check_model_build(ctx)
-        measured["model"] = "equal" if m.equal else "differs"
-        measured["model_detail"] = m.detail
-        if not m.equal:
-            broke.append("model")
-            measured["model_differing_tensors"] = m.names
-
-    # (2) data
-    d = check_data(ctx, p.data_batches)
-    measured["data"] = "equal" if d.equal else "differs"
-    measured["data_detail"] = d.detail
-    if not d.equal:
-        broke.append("data")
-
-    # (3) training, from the cached batches and the pristine model (isolates it from (1) and (2))
-    batches = ctx.batches(min(4, steps))
-    run_a = run_training(ctx, batches, steps)
-    measured["steps"] = steps
-    op: OpProbe | None = None
-    notes: list[str] = []
-    nonfinite = first_non_finite(run_a[0])
-    if nonfinite is not None:
-        # a NaN/inf loss is a numerics bug, not a reproducibility one: two NaN runs say nothing about seeding
-        t = Diff(True, f"skipped: the training loss is non-finite ({run_a[0][nonfinite]}) at step {nonfinite}")
-        measured["training"] = "skipped (non-finite loss)"
-        measured["training_detail"] = t.detail
-        measured["non_finite_loss_step"] = nonfinite
-        notes.append(
-            f"Training comparison skipped: the loss is {run_a[0][nonfinite]} at step {nonfinite}. "
-            f"Find where it comes from with `nncheck run {ctx.setup.path} --only numerics`."
-        )
-    else:
-        t = compare_runs(run_a, run_training(ctx, batches, steps), ctx.pristine_model())
-        measured["training"] = "equal" if t.equal else "differs"
-        measured["training_detail"] = t.detail
-    if not t.equal:
-        broke.append("training")
-        measured.update({k: v for k, v in t.extra.items() if v is not None})
-        op = deterministic_mode_run(ctx, batches, steps, twice=True)
-        measured["nondeterministic_op"] = op.op
-        measured["nondeterministic_op_module"] = op.module
-        measured["equal_with_deterministic_algorithms"] = op.equal_in_det_mode
-    elif nonfinite is None:
-        # one step under deterministic algorithms: ops that agreed here by chance but are not guaranteed to
-        op = deterministic_mode_run(ctx, batches, 1, twice=False)
-        if op.op:
-            measured["nondeterministic_op"] = op.op
-            measured["nondeterministic_op_module"] = op.module
-
-    measured["broken"] = broke
-    expected = {"model": "equal", "data": "equal", "training": "equal"}
-    if broke:
-        details = {"model": measured.get("model_detail"), "data": d.detail, "training": t.detail}
-        what = "; ".join(f"{b}: {details[b]}" for b in broke)
-        return failed(
-            f"not reproducible under a fixed seed ({', '.join(broke)}): {what}",
-            measured=measured,
-            expected=expected,
-            hint=" ".join(_iter_hint_lines(ctx, broke, op)),
-            notes=notes,
-        )
-    if nonfinite is not None:
-        return passed(
-            f"model and first {p.data_batches} batches reproducible under one seed; training not compared "
-            f"(non-finite loss at step {nonfinite}: run `nncheck run {ctx.setup.path} --only numerics`)",
-            measured=measured,
-            expected=expected,
-            notes=notes,
-        )
-    if op is not None and op.op:
-        notes.append(
-            f"`{op.op}` (in {op.module}) has no deterministic implementation: these runs agreed, others may not. "
-            "Call `torch.use_deterministic_algorithms(True)` if you need bitwise reproducibility."
-        )
-    return passed(
-        f"reproducible: model, first {p.data_batches} batches and {steps} training steps equal under one seed",
-        measured=measured,
-        expected=expected,
-        notes=notes,
-    )
+    m = measure(ctx, p)
+    return judge(m, p, ctx.rerun).result(_summary(m, p, ctx.rerun))

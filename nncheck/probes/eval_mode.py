@@ -9,17 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import Context
-from nncheck.modelgraph import code_path, forward_hooks, is_batchnorm, is_dropout
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed, warned
+from nncheck.kit import Context, Findings, Result, code_path, forward_hooks, param, probe
+from nncheck.modelgraph import is_batchnorm, is_dropout
 from nncheck.tensors import iter_tensors
-
-# Thresholds.
-# Two outputs are "identical" when max |a - b| <= SAME_TOL x max(1, max |a|). Deterministic kernels repeat a
-# forward bit for bit on CPU; the margin leaves room for GPU reductions. Dropout changes outputs by O(0.1-1)
-# (measured on checks/: >= 0.05 relative for p = 0.1), nine orders of magnitude above it.
-SAME_TOL = 1e-6
 
 Call = tuple[str, nn.Module, list[torch.Tensor], list[torch.Tensor]]
 
@@ -88,7 +80,7 @@ def _bn_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
 
 def _bn_state(model: nn.Module) -> dict[str, list[torch.Tensor]]:
     """running_mean and running_var only: num_batches_tracked counts forwards in train mode even when the
-    statistics cannot move (momentum=0: .notes/heldout/b_bn_momentum_zero.py was reported as updating)."""
+    statistics cannot move (momentum=0, checks/em_batchnorm_momentum_zero.py, would look like it updates)."""
     return {n: [m.running_mean.clone(), m.running_var.clone()] for n, m in _bn_modules(model).items()}
 
 
@@ -163,17 +155,182 @@ def _active(calls: list[Call]) -> tuple[list[str], list[str]]:
     return drops, bns
 
 
+def _frozen(model: nn.Module, name: str) -> bool:
+    """A BatchNorm with affine parameters, none of them trainable: frozen on purpose."""
+    params = list(model.get_submodule(name).parameters(recurse=False))
+    return bool(params) and not any(p.requires_grad for p in params)
+
+
+# ---------------------------------------------------------------------------------------------- measure
+@dataclass
+class Measurement:
+    """Two eval-mode forwards and one train-mode forward of fresh copies of the model on the first batch."""
+
+    eval_model: nn.Module
+    train_model: nn.Module
+    stuck: list[tuple[str, nn.Module]]  # modules still in train mode after model.eval()
+    eval_diff: float  # between the two eval forwards, relative (see max_diff)
+    random_in: list[tuple[str, nn.Module]]  # innermost modules whose output differs on equal inputs (eval mode)
+    moved_in_eval: list[str]  # BatchNorms whose running statistics moved in eval mode
+    dropout: list[str]  # dropout modules (p > 0) that ran in train mode
+    batchnorm: list[str]  # running-stats BatchNorms that ran in train mode
+    frozen: list[str]  # ... of which deliberately frozen (eval mode, no trainable affine)
+    not_moving: list[str]  # ... of which not frozen, yet their statistics did not move in train mode
+    train_diff: float  # train-mode output vs the first eval-mode output
+
+
+def measure(ctx: Context, p: Params) -> Measurement:
+    batch = ctx.batch()
+    model = ctx.fresh_model(train=False)
+    stuck = [(n, m) for n, m in model.named_modules() if m.training]
+    before = _bn_state(model)
+    first, second = run_pass(ctx, model, batch), run_pass(ctx, model, batch)
+    eval_diff = max_diff(first.outputs, second.outputs)
+    moved_in_eval = [n for n, moved in _moved(before, model).items() if moved]
+    random_in: list[tuple[str, nn.Module]] = []
+    if eval_diff > p.same_tol:  # locate the randomness (two more passes, keeping every module's tensors)
+        random_in = random_sources(run_pass(ctx, model, batch, True), run_pass(ctx, model, batch, True), p.same_tol)
+
+    train_model = ctx.fresh_model(train=True)
+    before = _bn_state(train_model)
+    train = run_pass(ctx, train_model, batch)
+    drops, bns = _active(train.calls)
+    moved = _moved(before, train_model)
+    frozen = [n for n in bns if n in moved and not moved[n] and _frozen(train_model, n)]
+    not_moving = [n for n in bns if n in moved and not moved[n] and n not in frozen]
+    return Measurement(
+        eval_model=model,
+        train_model=train_model,
+        stuck=stuck,
+        eval_diff=eval_diff,
+        random_in=random_in,
+        moved_in_eval=moved_in_eval,
+        dropout=drops,
+        batchnorm=bns,
+        frozen=frozen,
+        not_moving=not_moving,
+        train_diff=max_diff(train.outputs, first.outputs),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- judge
+RANDOM_IN_EVAL = "two forwards in eval mode differ by {diff:.3g} (relative): randomness inside {where}{stuck}"
+STUCK_FIX = (
+    "Fix it: `{cls}.train()` must call `super().train(mode)` and `return self` (it keeps `{path}` in train mode)."
+)
+FUNCTIONAL_RANDOM_FIX = (
+    "Fix it: in `{cls}.forward`, write `F.dropout(x, p, training=self.training)` (F.dropout defaults to "
+    "training=True) or use an `nn.Dropout` module; make any other random op conditional on `self.training`."
+)
+BN_MOVES_IN_EVAL_HINT = (
+    "`{path}` must not update in eval mode: if a `train()` override keeps it in train mode, make it call "
+    "`super().train(mode)`; never call `.train()` inside forward or pass `training=True` to `F.batch_norm`."
+)
+MODE_NOT_REACHING_HINT = (
+    "Check for a `train()` / `eval()` override that does not call `super().train(mode)`, a forward that calls "
+    "`.eval()` on a submodule, or `F.dropout(..., training=False)` hard-coded."
+)
+
+
+def judge(m: Measurement, p: Params) -> Findings:
+    tol = p.same_tol
+    model, train_model = m.eval_model, m.train_model
+    f = Findings(
+        measured={
+            "eval_vs_eval_diff": m.eval_diff,
+            "still_training_after_eval": [n or "<model>" for n, _ in m.stuck],
+            "bn_moved_in_eval": m.moved_in_eval,
+        },
+        expected={"eval_vs_eval_diff_max": tol, "still_training_after_eval": [], "bn_moved_in_eval": []},
+    )
+
+    # 1. eval mode: deterministic, BatchNorm frozen
+    if m.eval_diff > tol:
+        f.measured["random_in"] = [n or "<model>" for n, _ in m.random_in]
+        stuck_names = ", ".join(_where(n, mod, model) for n, mod in m.stuck[:5])
+        f.fail(
+            RANDOM_IN_EVAL.format(
+                diff=m.eval_diff,
+                where=", ".join(_where(n, mod, model) for n, mod in m.random_in) or "the model's forward",
+                stuck=f"; still in train mode after model.eval(): {stuck_names}" if m.stuck else "",
+            ),
+            STUCK_FIX.format(cls=type(m.stuck[0][1]).__name__, path=code_path(m.stuck[0][0], model))
+            if m.stuck
+            else FUNCTIONAL_RANDOM_FIX.format(cls=type(m.random_in[0][1]).__name__ if m.random_in else "Model"),
+        )
+    if m.moved_in_eval:
+        name = m.moved_in_eval[0]
+        mod = model.get_submodule(name)
+        f.fail(
+            f"BatchNorm {_where(name, mod, model)} updates its running statistics in eval mode"
+            + (" (it is still in train mode after model.eval())" if mod.training else ""),
+            BN_MOVES_IN_EVAL_HINT.format(path=code_path(name, model)),
+        )
+
+    # 2. train mode: BatchNorm statistics move, and train differs from eval when dropout / BatchNorm run
+    f.measured.update({"dropout": m.dropout, "batchnorm": m.batchnorm, "bn_static_in_train": m.not_moving})
+    zero_momentum = [n for n in m.not_moving if getattr(train_model.get_submodule(n), "momentum", None) == 0]
+    if zero_momentum:
+        f.measured["bn_momentum_zero"] = zero_momentum
+    f.expected["bn_static_in_train"] = []
+    if m.frozen:
+        paths = ", ".join(f"`{code_path(n, train_model)}`" for n in m.frozen)
+        f.note(f"BatchNorm {paths} is frozen (eval mode, no trainable affine).")
+    if m.not_moving:
+        name = m.not_moving[0]
+        mod = train_model.get_submodule(name)
+        f.fail(
+            f"BatchNorm {_where(name, mod, train_model)} does not update its running statistics in train mode"
+            + (" (it stays in eval mode after model.train())" if not mod.training else "")
+            + (" (momentum=0)" if getattr(mod, "momentum", None) == 0 else ""),
+            _static_bn_hint(train_model, name, mod),
+        )
+    f.measured["train_vs_eval_diff"] = m.train_diff
+    switching = m.dropout + [n for n in m.batchnorm if n not in m.frozen]  # must behave differently in train mode
+    if switching:
+        f.expected["train_vs_eval_diff_min"] = tol
+        if m.train_diff <= tol and not m.not_moving:
+            layers = ", ".join(f"`{code_path(n, train_model)}`" for n in switching[:6])
+            f.warn(
+                f"train and eval outputs are identical (diff {m.train_diff:.1e}) although {layers} run: the mode "
+                "does not reach them",
+                MODE_NOT_REACHING_HINT,
+            )
+    else:
+        f.note(
+            "no dropout module or (unfrozen) running-stats BatchNorm runs"
+            + (
+                f"; train and eval outputs still differ by {m.train_diff:.3g} (functional dropout or other "
+                "mode-dependent code in forward)."
+                if m.train_diff > tol
+                else ": train and eval mode compute the same function."
+            )
+        )
+    return f
+
+
+def _summary(m: Measurement) -> str:
+    bns = m.batchnorm
+    return f"eval forwards identical; train vs eval differ by {m.train_diff:.3g}" + (
+        f"; {len(bns)} BatchNorm layer(s) update their statistics in train mode only" if bns else ""
+    )
+
+
+# ---------------------------------------------------------------------------------------------- probe
 @dataclass(frozen=True)
 class Params:
     """Parameters of eval-mode (`[tool.nncheck.probes.eval-mode]`)."""
 
+    # Deterministic kernels repeat a forward bit for bit on CPU; the margin leaves room for GPU reductions.
+    # Measured (seeds 0-2, fast budget): the correct setups with dropout or BatchNorm (examples/functional.py,
+    # examples/cnn_bn.py, checks/ob_label_smoothing_ok.py, checks/lo_residual_dropout_bn_ok.py) repeat their eval
+    # forward exactly (0.0) and differ between train and eval mode by 0.26-0.76.
     same_tol: float = param(
         1e-06,
         source=(
-            'Thresholds. Two outputs are "identical" when max |a - b| <= SAME_TOL x max(1, max |a|). '
-            "Deterministic kernels repeat a forward bit for bit on CPU; the margin leaves room for GPU "
-            "reductions. Dropout changes outputs by O(0.1-1) (measured on checks/: >= 0.05 relative for p = 0.1), "
-            "nine orders of magnitude above it."
+            "Float32 rounding margin: CPU forwards repeat bit for bit (0.0 on every correct setup measured); "
+            "dropout left on in eval mode makes two eval forwards differ by 0.69-0.97 (relative) in "
+            "checks/em_functional_dropout_in_eval.py and checks/em_train_override_never_evals.py, seeds 0-2."
         ),
     )
 
@@ -204,7 +361,7 @@ def eval_mode(ctx: Context, p: Params) -> Result:
         train-eval mode switch"; PyTorch docs of `F.dropout` and `Module.train`.)
 
     Thresholds:
-        same_tol = 1e-6: outputs are identical when max |a - b| <= same_tol x max(1, max |a|).
+        {same_tol}: outputs are identical when max |a - b| <= same_tol x max(1, max |a|).
 
     How to fix:
         Use `nn.Dropout` modules, or write `F.dropout(x, p, training=self.training)`; a `train(self, mode=True)`
@@ -213,126 +370,7 @@ def eval_mode(ctx: Context, p: Params) -> Result:
 
     Example:
         `h = F.dropout(h, 0.5)` in `Block.forward`: fail, two eval forwards differ by 0.84, the randomness is
-        inside `blocks.0` (Block); hint: `F.dropout(h, 0.5, training=self.training)`.
+        inside `model.blocks[0]` (Block); hint: `F.dropout(h, 0.5, training=self.training)`.
     """
-    tol = p.same_tol
-    batch = ctx.batch()
-    fails: list[tuple[str, str]] = []
-    warns: list[tuple[str, str]] = []
-    notes: list[str] = []
-
-    # 1. eval mode: deterministic, BatchNorm frozen
-    model = ctx.fresh_model(train=False)
-    stuck = [(n, m) for n, m in model.named_modules() if m.training]
-    before = _bn_state(model)
-    first, second = run_pass(ctx, model, batch), run_pass(ctx, model, batch)
-    eval_diff = max_diff(first.outputs, second.outputs)
-    moved_in_eval = [n for n, moved in _moved(before, model).items() if moved]
-    measured: dict[str, Any] = {
-        "eval_vs_eval_diff": eval_diff,
-        "still_training_after_eval": [n or "<model>" for n, _ in stuck],
-        "bn_moved_in_eval": moved_in_eval,
-    }
-    expected: dict[str, Any] = {"eval_vs_eval_diff_max": tol, "still_training_after_eval": [], "bn_moved_in_eval": []}
-    stuck_names = ", ".join(_where(n, m, model) for n, m in stuck[:5])
-    stuck_txt = f"; still in train mode after model.eval(): {stuck_names}" if stuck else ""
-    if eval_diff > tol:
-        sources = random_sources(run_pass(ctx, model, batch, True), run_pass(ctx, model, batch, True), tol)
-        measured["random_in"] = [n or "<model>" for n, _ in sources]
-        where = ", ".join(_where(n, m, model) for n, m in sources) or "the model's forward"
-        fix = (
-            f"`{type(stuck[0][1]).__name__}.train()` must call `super().train(mode)` and `return self` (it keeps "
-            f"`{code_path(stuck[0][0], model)}` in train mode)"
-            if stuck
-            else f"in `{type(sources[0][1]).__name__ if sources else 'Model'}.forward`, write "
-            "`F.dropout(x, p, training=self.training)` (F.dropout defaults to training=True) or use an `nn.Dropout` "
-            "module; make any other random op conditional on `self.training`"
-        )
-        fails.append(
-            (
-                f"two forwards in eval mode differ by {eval_diff:.3g} (relative): randomness inside {where}{stuck_txt}",
-                f"Fix it: {fix}.",
-            )
-        )
-    if moved_in_eval:
-        name = moved_in_eval[0]
-        mod = model.get_submodule(name)
-        fails.append(
-            (
-                f"BatchNorm {_where(name, mod, model)} updates its running statistics in eval mode"
-                + (" (it is still in train mode after model.eval())" if mod.training else ""),
-                f"`{code_path(name, model)}` must not update in eval mode: if a `train()` override keeps it in train "
-                "mode, make it call `super().train(mode)`; never call `.train()` inside forward or pass "
-                "`training=True` to `F.batch_norm`.",
-            )
-        )
-
-    # 2. train mode: BatchNorm statistics move, and train differs from eval when dropout / BatchNorm run
-    train_model = ctx.fresh_model(train=True)
-    before = _bn_state(train_model)
-    train = run_pass(ctx, train_model, batch)
-    drops, bns = _active(train.calls)
-    moved = _moved(before, train_model)
-    frozen = [n for n in bns if n in moved and not moved[n] and _frozen(train_model, n)]
-    not_moving = [n for n in bns if n in moved and not moved[n] and n not in frozen]
-    measured.update({"dropout": drops, "batchnorm": bns, "bn_static_in_train": not_moving})
-    zero_momentum = [n for n in not_moving if getattr(train_model.get_submodule(n), "momentum", None) == 0]
-    if zero_momentum:
-        measured["bn_momentum_zero"] = zero_momentum
-    expected["bn_static_in_train"] = []
-    if frozen:
-        paths = ", ".join(f"`{code_path(n, train_model)}`" for n in frozen)
-        notes.append(f"BatchNorm {paths} is frozen (eval mode, no trainable affine).")
-    if not_moving:
-        name = not_moving[0]
-        mod = train_model.get_submodule(name)
-        fails.append(
-            (
-                f"BatchNorm {_where(name, mod, train_model)} does not update its running statistics in train mode"
-                + (" (it stays in eval mode after model.train())" if not mod.training else "")
-                + (" (momentum=0)" if getattr(mod, "momentum", None) == 0 else ""),
-                _static_bn_hint(train_model, name, mod),
-            )
-        )
-    train_diff = max_diff(train.outputs, first.outputs)
-    measured["train_vs_eval_diff"] = train_diff
-    switching = drops + [n for n in bns if n not in frozen]  # layers that must behave differently in train mode
-    if switching:
-        expected["train_vs_eval_diff_min"] = tol
-        if train_diff <= tol and not not_moving:
-            layers = ", ".join(f"`{code_path(n, train_model)}`" for n in switching[:6])
-            warns.append(
-                (
-                    f"train and eval outputs are identical (diff {train_diff:.1e}) although {layers} run: the mode "
-                    "does not reach them",
-                    "Check for a `train()` / `eval()` override that does not call `super().train(mode)`, a forward "
-                    "that calls `.eval()` on a submodule, or `F.dropout(..., training=False)` hard-coded.",
-                )
-            )
-    else:
-        notes.append(
-            "no dropout module or (unfrozen) running-stats BatchNorm runs"
-            + (
-                f"; train and eval outputs still differ by {train_diff:.3g} (functional dropout or other "
-                "mode-dependent code in forward)."
-                if train_diff > tol
-                else ": train and eval mode compute the same function."
-            )
-        )
-
-    kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes}
-    if fails:
-        return failed("; ".join(m for m, _ in fails + warns), hint=" ".join(h for _, h in fails + warns), **kw)
-    if warns:
-        return warned("; ".join(m for m, _ in warns), hint=" ".join(h for _, h in warns), **kw)
-    return passed(
-        f"eval forwards identical; train vs eval differ by {train_diff:.3g}"
-        + (f"; {len(bns)} BatchNorm layer(s) update their statistics in train mode only" if bns else ""),
-        **kw,
-    )
-
-
-def _frozen(model: nn.Module, name: str) -> bool:
-    """A BatchNorm with affine parameters, none of them trainable: frozen on purpose."""
-    params = list(model.get_submodule(name).parameters(recurse=False))
-    return bool(params) and not any(p.requires_grad for p in params)
+    m = measure(ctx, p)
+    return judge(m, p).result(_summary(m))

@@ -3,19 +3,17 @@ hides from `model.parameters()`; gradients neither vanish nor explode across dep
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from nncheck.context import Context
-from nncheck.modelgraph import code_path
+from nncheck.kit import Context, Findings, Result, bar_plot, code_path, forward_hooks, param, probe
 from nncheck.probes._blockers import Blocker, find_blockers
 from nncheck.probes._locate import nonfinite_counts, param_path
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed, warned
 from nncheck.setup import Batch
 
 # Batches the steps cycle over: the first ones, which the earlier probes already read (the context caches them).
@@ -29,6 +27,43 @@ _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 _MAX_DEPTH = 3
 
 
+@dataclass(frozen=True)
+class Params:
+    """Parameters of gradient-flow (`[tool.nncheck.probes.gradient-flow]`)."""
+
+    steps: int = param(
+        3,
+        fast=2,
+        source=(
+            "Training steps at most. One step shows every gradient unless a layer is zero-initialised (a zero output "
+            "layer; ReZero's alpha = 0, Bachlechner et al. 2020): what lies before it gets a gradient only after "
+            "the first update."
+        ),
+    )
+    # ||grad|| / ||weight|| per module (weight and bias together), at init, first module over the largest.
+    vanish_ratio: float = param(
+        1e-4,
+        source=(
+            "Vanishing gradients (Hochreiter 1991; Glorot & Bengio 2010). Measured first / largest ratio at init "
+            "(seeds 0-2): checks/gradient_flow_deep_sigmoid.py (a 20-layer sigmoid MLP) 3e-17 to 4e-17, "
+            "checks/act_vanishing_tiny_init.py 3e-19 to 4e-19; the correct setups of checks/ and examples/ >= 1.9e-3 "
+            "(checks/llb_seq2seq_special_tokens_ok.py; checks/ok_seq2seq_gru_teacher_forcing.py and "
+            "checks/data_autoencoder_target_is_input_ok.py 2.1e-3, examples/embedding_bag.py 2.5e-3, "
+            "examples/tiny_lm.py 8.5e-3, the others >= 0.013)."
+        ),
+    )
+    # first module over the output module: gradients growing geometrically towards the input.
+    explode_ratio: float = param(
+        1e3,
+        source=(
+            "Exploding gradients, symmetric to vanish_ratio (Pascanu et al. 2013, 'On the difficulty of training "
+            "recurrent neural networks'). Measured first / output ratio at init on the correct setups of checks/ "
+            "and examples/ (seeds 0-2): <= 5.8 (examples/regression.py; all others <= 0.6)."
+        ),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the model's parts
 @dataclass
 class Hidden:
     """A module or tensor with trainable values that the model's parameters() does not see."""
@@ -93,18 +128,8 @@ def hidden_trainables(model: nn.Module) -> list[Hidden]:
     return found
 
 
-def _by_container(hidden: list[Hidden]) -> dict[str, list[Hidden]]:
-    """Hidden entries grouped by the attribute that holds them (``layers[0]``, ``layers[1]`` -> ``layers``)."""
-    groups: dict[str, list[Hidden]] = {}
-    for h in hidden:
-        groups.setdefault(h.container, []).append(h)
-    return groups
-
-
-def _container(h: Hidden) -> str:
-    """'dict' or 'list / tuple', from the first subscript of a hidden entry's path."""
-    sub = h.path[len(h.container) :]
-    return "dict" if sub.startswith(("['", '["')) else "list / tuple"
+def _has_own_params(m: nn.Module) -> bool:
+    return any(True for _ in m.parameters(recurse=False))
 
 
 def _owners(model: nn.Module) -> dict[str, str]:
@@ -122,7 +147,7 @@ def _zero_init(model: nn.Module) -> set[str]:
     return {
         name
         for name, m in model.named_modules()
-        if any(True for _ in m.parameters(recurse=False)) and all(not p.any() for p in m.parameters(recurse=False))
+        if _has_own_params(m) and all(not p.any() for p in m.parameters(recurse=False))
     }
 
 
@@ -160,66 +185,41 @@ def _module_table(model: nn.Module, order: list[str], zero_init: set[str]) -> li
     return rows
 
 
-def _record_order(model: nn.Module) -> tuple[list[str], list[Any]]:
-    """Register hooks that append each parameterised module's name the first time it runs."""
-    order: list[str] = []
-    handles = []
-    for name, m in model.named_modules():
-        if any(True for _ in m.parameters(recurse=False)):
+# ------------------------------------------------------------------------------------------------ diagnoses
+def _why_no_grad(ctx: Context, model: nn.Module, module: str, batch: Batch) -> str:
+    """Why ``module``'s parameters got no gradient (a key of NO_GRAD_CAUSES): the model's own parameters, a module
+    never called, a module whose output carries no graph, or a graph cut after it."""
+    graph: list[bool] = []  # per call of the module: does its output carry a graph?
 
-            def hook(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
-                if name not in order:
-                    order.append(name)
+    def hook(mod: nn.Module, inp: Any, out: Any, name: str) -> None:
+        graph.append(any(t.requires_grad for _, t in _walk(out, "", 0) if isinstance(t, torch.Tensor)))
 
-            handles.append(m.register_forward_hook(hook))
-    return order, handles
-
-
-def _why_no_grad(ctx: Context, model: nn.Module, modules: list[str], batch: Batch) -> dict[str, str]:
-    """For modules whose parameters got no gradient: was it called, and did its output carry a graph?"""
-    mods = dict(model.named_modules())
-    seen: dict[str, bool] = {}
-    handles = []
-    for name in modules:
-
-        def hook(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
-            outs = [t for _, t in _walk(out, "", 0) if isinstance(t, torch.Tensor)]
-            seen[name] = seen.get(name, False) or any(t.requires_grad for t in outs)
-
-        handles.append(mods[name].register_forward_hook(hook))
-    try:
-        with torch.enable_grad():
-            ctx.forward(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
-    causes = {}
-    for name in modules:
-        label = f"`{code_path(name, model)}`" if name else "the model"
-        if not name:
-            causes[name] = (
-                "parameters of the model itself get no gradient: a functional weight is used through `.data` / "
-                "`.detach()`, under `torch.no_grad()`, or not at all"
-            )
-        elif name not in seen:
-            causes[name] = f"{label} is never called in forward() (an unused layer)"
-        elif not seen[name]:
-            causes[name] = (
-                f"{label} runs but its output carries no graph: it is called under `torch.no_grad()` "
-                "(or its weights are used through `.data` / `.detach()`)"
-            )
-        else:
-            causes[name] = (
-                f"the graph is cut after {label}: its output (or a value computed from it) is `.detach()`ed, "
-                "taken through `.data` / `.item()` / numpy, or cast to an integer before the loss"
-            )
-    return causes
+    with forward_hooks([(module, dict(model.named_modules())[module])], hook), torch.enable_grad():
+        ctx.forward(model, batch)
+    if not module:
+        return "own"
+    return "unused" if not graph else "no-graph" if not any(graph) else "cut"
 
 
-def _frozen_output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[str, str] | None:
-    """(message, hint) when the output layer is entirely frozen while earlier modules train: an inverted freezing
-    condition (meant: freeze the backbone, train the head). A frozen backbone with a trainable head, and a head
-    tied to a trainable embedding, pass."""
+def _blocker_for(ctx: Context, owner: str, batch: Batch) -> Blocker | None:
+    """The first module of a fresh copy (train mode) that zeroes its whole output on ``batch`` (a dead ReLU, a
+    dropout with p >= 1, an embedding fed only padding) and runs after ``owner``: the cause of its zero gradient."""
+    blockers = find_blockers(ctx, ctx.fresh_model(train=True), batch)
+    return next((b for b in blockers if b.explains(owner)), None)
+
+
+@dataclass
+class FrozenHead:
+    """The output layer, entirely frozen while earlier parameters train."""
+
+    path: str
+    type_name: str
+    training: list[str]  # the parameters that train, as Python paths
+
+
+def _frozen_head(ctx: Context, model: nn.Module, batch: Batch) -> FrozenHead | None:
+    """The output layer when all its own parameters are frozen while others train (a head tied to a trainable
+    embedding trains, so it is not frozen)."""
     found = ctx.output_layer(model, batch)
     if found is None:
         return None
@@ -231,23 +231,191 @@ def _frozen_output_layer(ctx: Context, model: nn.Module, batch: Batch) -> tuple[
     training = [n for n, t in model.named_parameters() if t.requires_grad and id(t) not in head_ids]
     if not training:
         return None
-    path = code_path(name, model)
-    return (
-        f"the output layer `{path}` ({type(layer).__name__}) is frozen (requires_grad=False) while "
-        f"{len(training)} earlier parameter(s) train ({_listed([param_path(n, model) for n in training])}): the "
-        "freezing is probably inverted (meant: freeze the backbone, train the head)",
-        f"train the output layer: `for p in {path}.parameters(): p.requires_grad_(True)` on the module your "
-        "`model()` returns, and check the freezing condition (e.g. `if not name.startswith(head_prefix): "
-        "p.requires_grad_(False)`); build the optimizer from the parameters that require grad after freezing. "
-        "A fixed classifier on purpose (Hoffer et al. 2018): skip this probe for the setup",
+    return FrozenHead(code_path(name, model), type(layer).__name__, [param_path(n, model) for n in training])
+
+
+# ------------------------------------------------------------------------------------------------ measure
+@dataclass
+class Measurement:
+    """What a few training steps of a fresh copy showed. Parameters are named by qualified name (``0.weight``);
+    ``paths`` turns a name into a Python path (``model[0].weight``) for messages."""
+
+    trainable: list[str]
+    frozen: list[str]
+    hidden: list[Hidden]
+    paths: dict[str, str]
+    head: str = "model"  # the output layer's path (the fix when nothing trains)
+    steps: int = 0
+    not_in_optimizer: list[str] = field(default_factory=list)
+    no_gradient: list[str] = field(default_factory=list)  # grad is None after every step
+    zero_gradient: list[str] = field(default_factory=list)  # a gradient, all zero on every step
+    unchanged: list[str] = field(default_factory=list)  # in the optimizer, a non-zero gradient, did not move
+    unchanged_lrs: list[Any] = field(default_factory=list)  # the lr of their param groups
+    nonfinite: list[str] = field(default_factory=list)
+    modules: list[dict[str, Any]] = field(default_factory=list)  # _module_table at init
+    no_grad_module: str = ""  # path of the module owning the first gradient-less parameter
+    no_grad_reason: str = ""  # key of NO_GRAD_CAUSES
+    zero_grad_module: str = ""  # path of the module owning the first zero-gradient parameter
+    blocker: Blocker | None = None  # what zeroes that gradient, when a module blocks it
+    frozen_head: FrozenHead | None = None
+    numerics_rerun: str = ""  # the command that runs the numerics probe on this setup
+
+    def pp(self, names: list[str]) -> list[str]:
+        return [self.paths.get(n, n) for n in names]
+
+    @property
+    def hidden_trained(self) -> list[Hidden]:
+        return [h for h in self.hidden if h.got_gradient()]
+
+    @property
+    def hidden_idle(self) -> list[Hidden]:
+        return [h for h in self.hidden if not h.got_gradient()]
+
+    @property
+    def all_train(self) -> bool:
+        """Every trainable value is seen by parameters(), is in the optimizer and gets a non-zero gradient."""
+        return not (self.hidden_trained or self.not_in_optimizer or self.no_gradient or self.zero_gradient)
+
+    @property
+    def rated(self) -> list[dict[str, Any]]:
+        """The modules with a ||grad|| / ||weight|| ratio (zero-initialised ones have none), in execution order."""
+        return [r for r in self.modules if r["ratio"] is not None]
+
+
+def measure(ctx: Context, p: Params) -> Measurement:
+    """Train a fresh copy for up to ``p.steps`` steps (stopping once every parameter had a non-zero gradient) and
+    record which parameters got a gradient, are in the optimizer and moved; diagnose the first one that did not."""
+    steps = max(1, p.steps)
+    batches = ctx.batches(min(steps, BATCHES))
+    model = ctx.fresh_model(train=True)
+    named = list(model.named_parameters())
+    trainable = [(n, t) for n, t in named if t.requires_grad]
+    m = Measurement(
+        trainable=[n for n, _ in trainable],
+        frozen=[n for n, t in named if not t.requires_grad],
+        hidden=hidden_trainables(model),
+        paths={n: param_path(n, model) for n, _ in named},
+        numerics_rerun=ctx.rerun("numerics"),
     )
+    if not trainable and not m.hidden:
+        out = ctx.output_layer(model, batches[0])
+        m.head = code_path(out[0], model) if out else "model"
+        return m
+
+    opt = ctx.optimizer(model)
+    in_opt = {id(t) for g in opt.param_groups for t in g["params"]}
+    lr_of = {id(t): g.get("lr") for g in opt.param_groups for t in g["params"]}
+    before = {n: t.detach().clone() for n, t in trainable}
+    zero_init = _zero_init(model)
+    got_grad: set[str] = set()
+    nonzero: set[str] = set()
+    nonfinite: set[str] = set()
+    order: list[str] = []  # parameterised modules, in the order the first forward pass runs them
+
+    def record(mod: nn.Module, inp: Any, out: Any, name: str) -> None:
+        if name not in order:
+            order.append(name)
+
+    with_params = [(n, mod) for n, mod in model.named_modules() if _has_own_params(mod)]
+    for step in range(steps):
+        ctx.check_time()
+        opt.zero_grad(set_to_none=True)
+        with forward_hooks(with_params, record) if step == 0 else contextlib.nullcontext():
+            loss = ctx.batch_loss(model, batches[step % len(batches)])
+        if loss.requires_grad:  # else no parameter gets a gradient: reported as such
+            loss.backward()
+        m.steps += 1
+        for n, t in trainable:
+            if t.grad is not None:
+                got_grad.add(n)
+                if bool(t.grad.detach().ne(0).any()):
+                    nonzero.add(n)
+                if nonfinite_counts(t.grad) is not None:
+                    nonfinite.add(n)
+        rows = _module_table(model, order, zero_init)
+        # the table at init, unless a zero-initialised module blocked the gradient at step 0
+        if not m.modules or any(r["grad_norm"] == 0 for r in m.modules):
+            m.modules = rows
+        opt.step()
+        if len(nonzero) == len(trainable):
+            break
+
+    changed = {n for n, t in trainable if not torch.equal(before[n], t.detach())}
+    m.not_in_optimizer = [n for n, t in trainable if id(t) not in in_opt]
+    m.no_gradient = [n for n, _ in trainable if n not in got_grad]
+    m.zero_gradient = [n for n, _ in trainable if n in got_grad and n not in nonzero]
+    stuck = [(n, t) for n, t in trainable if n in nonzero and id(t) in in_opt and n not in changed]
+    m.unchanged = [n for n, _ in stuck]
+    m.unchanged_lrs = sorted({lr_of.get(id(t)) for _, t in stuck}, key=str)
+    m.nonfinite = sorted(nonfinite)
+
+    owners = _owners(model)
+    if m.no_gradient:
+        owner = owners.get(m.no_gradient[0], "")
+        m.no_grad_module = code_path(owner, model)
+        m.no_grad_reason = _why_no_grad(ctx, model, owner, batches[0])
+    if m.zero_gradient:
+        owner = owners.get(m.zero_gradient[0], "")
+        m.zero_grad_module = code_path(owner, model)
+        m.blocker = _blocker_for(ctx, owner, batches[0])
+    if m.all_train:  # else the parameters that do not train are the finding
+        m.frozen_head = _frozen_head(ctx, model, batches[0])
+    return m
 
 
-def _blocker_for(ctx: Context, owner: str, batch: Batch) -> Blocker | None:
-    """The first module of a fresh copy (train mode) that zeroes its whole output on ``batch`` (a dead ReLU, a
-    dropout with p >= 1, an embedding fed only padding) and runs after ``owner``: the cause of its zero gradient."""
-    blockers = find_blockers(ctx, ctx.fresh_model(train=True), batch)
-    return next((b for b in blockers if b.explains(owner)), None)
+# ------------------------------------------------------------------------------------------------ wording
+NO_GRAD_CAUSES = {
+    "own": (
+        "parameters of the model itself get no gradient: a functional weight is used through `.data` / `.detach()`, "
+        "under `torch.no_grad()`, or not at all"
+    ),
+    "unused": "`{module}` is never called in forward() (an unused layer)",
+    "no-graph": (
+        "`{module}` runs but its output carries no graph: it is called under `torch.no_grad()` (or its weights are "
+        "used through `.data` / `.detach()`)"
+    ),
+    "cut": (
+        "the graph is cut after `{module}`: its output (or a value computed from it) is `.detach()`ed, taken through "
+        "`.data` / `.item()` / numpy, or cast to an integer before the loss"
+    ),
+}
+NO_TRAINABLE_HINT = (
+    "Unfreeze what should train, on the module your `model()` returns: `for p in {head}.parameters(): "
+    "p.requires_grad_(True)` (the output layer at least), and build the optimizer from those parameters."
+)
+REGISTER_HINT = "Register `{container}`: `{fix}`."
+OPTIMIZER_HINT = (
+    "Build the optimizer after the model is complete and from all of it: `optimizer = "
+    "torch.optim.Adam(model.parameters(), lr=...)` (not a subset such as `list(params)[:2]`, and do not override "
+    "`parameters()`); to freeze on purpose, call `p.requires_grad_(False)`."
+)
+NO_GRAD_HINT = (
+    "Make `{module}` part of the graph: remove `.detach()` / `.data` / `with torch.no_grad():` around it in "
+    "forward(), keep float tensors (no `.long()` / `.round()` / `.argmax()` on the way to the loss); if it is unused "
+    "on purpose, delete it or freeze it."
+)
+BLOCKED_HINT = "{fix}; then `{module}` gets gradients again."
+ZERO_GRAD_HINT = (
+    "Find what zeroes the gradient after `{module}`: replace round / sign / argmax with a differentiable op (e.g. a "
+    "straight-through estimator `x + (x.round() - x).detach()`)."
+)
+FROZEN_HEAD_HINT = (
+    "Train the output layer: `for p in {head}.parameters(): p.requires_grad_(True)` on the module your `model()` "
+    "returns, and check the freezing condition (e.g. `if not name.startswith(head_prefix): p.requires_grad_(False)`); "
+    "build the optimizer from the parameters that require grad after freezing. A fixed classifier on purpose (Hoffer "
+    "et al. 2018): skip this probe for the setup."
+)
+LR_ZERO_HINT = "Their param group has lr=0: give it a learning rate, or freeze them on purpose."
+NONFINITE_HINT = "Run `{rerun}` to find the op that produces them."
+VANISHING_HINT = (
+    "The early layers will barely train: replace sigmoid / tanh hidden activations with ReLU / GELU and He init "
+    "(`nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')`), add BatchNorm / LayerNorm, or residual "
+    "connections; make the network shallower."
+)
+EXPLODING_HINT = (
+    "Gradients grow towards the input: lower the init scale (`nn.init.xavier_uniform_` / `kaiming_normal_`), add "
+    "normalisation layers, clip with `torch.nn.utils.clip_grad_norm_(params, 1.0)`."
+)
 
 
 def _listed(names: list[str]) -> str:
@@ -255,37 +423,171 @@ def _listed(names: list[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-@dataclass(frozen=True)
-class Params:
-    """Parameters of gradient-flow (`[tool.nncheck.probes.gradient-flow]`)."""
+def _by_container(hidden: list[Hidden]) -> dict[str, list[Hidden]]:
+    """Hidden entries grouped by the attribute that holds them (``layers[0]``, ``layers[1]`` -> ``layers``)."""
+    groups: dict[str, list[Hidden]] = {}
+    for h in hidden:
+        groups.setdefault(h.container, []).append(h)
+    return groups
 
-    steps: int = param(
-        3,
-        fast=2,
-        source=(
-            "Training steps at most: a parameter must receive a non-zero gradient within them. One step is enough "
-            "unless something is zero-initialised (a zero output layer, ReZero's alpha = 0): then the next step "
-            "sees the gradient."
-        ),
+
+def _hidden_message(group: list[Hidden]) -> str:
+    h, one = group[0], len(group) == 1
+    it = "it" if one else "them"
+    types = ", ".join(sorted({g.type_name for g in group}))
+    if h.kind == "module":
+        container = "dict" if h.path[len(h.container) :].startswith(("['", '["')) else "list / tuple"
+        where = f"{'is' if one else 'are'} kept in a plain Python {container}"
+    else:
+        where = "is a plain tensor attribute with requires_grad=True, not an nn.Parameter"
+    return (
+        f"{_listed([g.path for g in group])} ({types}) {where}: {'it gets' if one else 'they get'} gradients but "
+        f"model.parameters() (and so the optimizer, state_dict() and .to(device)) does not see {it}"
     )
-    vanish_ratio: float = param(
-        0.0001,
-        source=(
-            "Vanishing gradients: the first layer's ||grad|| / ||weight|| (weight and bias of one module "
-            "together, DESIGN.md §6) below 1e-4 x the largest module's (issue 5). Measured at init: a 20-layer "
-            "sigmoid MLP (checks/ gradient_flow_deep_sigmoid.py) gives 4e-17; the correct setups (examples/ + "
-            "checks/*_ok.py, seeds 0-2) stay at or above 1.9e-3 (examples/residual_cnn.py; embedding_bag 2.5e-3, "
-            "tiny_lm 8.5e-3, the rest >= 0.05)."
-        ),
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _series(m: Measurement) -> dict[str, Any]:
+    rated = m.rated
+    if not rated:
+        return {}
+    return {
+        "grad_ratio": bar_plot(
+            "Gradient norm / parameter norm per module at init",
+            [r["module"] for r in rated],
+            {"at init": [r["ratio"] for r in rated]},
+            xlabel="module (execution order)",
+            ylabel="||grad|| / ||weight||",
+            yscale="log",
+        )
+    }
+
+
+# ------------------------------------------------------------------------------------------------ judge
+def judge(m: Measurement, p: Params) -> Findings:
+    """Fail on any parameter that does not train (hidden, outside the optimizer, no or zero gradient); only when
+    every parameter trains, warn on a frozen output layer, non-finite / vanishing / exploding gradients and
+    parameters whose param group has lr=0."""
+    if not m.trainable and not m.hidden:
+        f = Findings(measured={"frozen": m.frozen}, expected={"trainable_min": 1})
+        frozen = f" ({len(m.frozen)} frozen)" if m.frozen else ""
+        f.fail(f"the model has no trainable parameter{frozen}", NO_TRAINABLE_HINT.format(head=m.head))
+        return f
+    f = Findings(
+        measured={
+            "trainable": len(m.trainable),
+            "frozen": m.frozen,
+            "steps": m.steps,
+            "hidden": [
+                {"attribute": h.path, "kind": h.kind, "type": h.type_name, "gets_gradient": h.got_gradient()}
+                for h in m.hidden
+            ],
+            "not_in_optimizer": m.not_in_optimizer,
+            "no_gradient": m.no_gradient,
+            "zero_gradient": m.zero_gradient,
+            "unchanged_after_step": m.unchanged,
+            "nonfinite_gradient": m.nonfinite,
+            "modules": m.modules,
+        },
+        expected={
+            "hidden": [],
+            "not_in_optimizer": [],
+            "no_gradient": [],
+            "zero_gradient": [],
+            "first_over_max_ratio_min": p.vanish_ratio,
+            "first_over_last_ratio_max": p.explode_ratio,
+        },
+        series=_series(m),
     )
-    explode_ratio: float = param(
-        1000.0,
-        source=(
-            "Exploding gradients: the first layer's ratio above 1e3 x the output layer's (issue 5, symmetric to "
-            "vanishing: gradients growing geometrically towards the input), or any non-finite gradient. Correct "
-            "setups stay <= 5.7 (examples/regression.py; all others <= 1)."
-        ),
-    )
+    if m.frozen:
+        f.note(f"frozen (requires_grad=False): {_listed(m.pp(m.frozen))}")
+    if m.hidden_idle:
+        f.note(
+            "not seen by model.parameters() and received no gradient (fine for a frozen helper such as a teacher "
+            f"model; freeze it with requires_grad_(False)): {_listed([h.path for h in m.hidden_idle])}"
+        )
+
+    for container, group in _by_container(m.hidden_trained).items():
+        f.fail(_hidden_message(group), REGISTER_HINT.format(container=container, fix=group[0].fix()))
+    if m.not_in_optimizer:
+        f.fail(
+            f"{len(m.not_in_optimizer)} trainable parameter(s) are not in the optimizer: "
+            f"{_listed(m.pp(m.not_in_optimizer))} (they get gradients but never move)",
+            OPTIMIZER_HINT,
+        )
+    if m.no_gradient:
+        f.fail(
+            f"{len(m.no_gradient)} parameter(s) get no gradient (grad is None after {m.steps} step(s)): "
+            f"{_listed(m.pp(m.no_gradient))}; {NO_GRAD_CAUSES[m.no_grad_reason].format(module=m.no_grad_module)}",
+            NO_GRAD_HINT.format(module=m.no_grad_module),
+        )
+    if m.zero_gradient:
+        head = f"{len(m.zero_gradient)} parameter(s) get an all-zero gradient on {m.steps} batch(es): "
+        if m.blocker is not None:
+            f.fail(
+                f"{head}{_listed(m.pp(m.zero_gradient))}: {m.blocker.cause}",
+                BLOCKED_HINT.format(fix=_sentence(m.blocker.fix), module=m.zero_grad_module),
+            )
+        else:
+            f.fail(
+                f"{head}{_listed(m.pp(m.zero_gradient))} (its input is all zero, a piecewise-constant op such as "
+                "round / sign / argmax / a comparison, or a multiplication by zero)",
+                ZERO_GRAD_HINT.format(module=m.zero_grad_module),
+            )
+    if not m.all_train:  # a parameter that does not train: the depth ratios and the head are moot
+        return f
+
+    if m.frozen_head is not None:
+        fh = m.frozen_head
+        f.warn(
+            f"the output layer `{fh.path}` ({fh.type_name}) is frozen (requires_grad=False) while {len(fh.training)} "
+            f"earlier parameter(s) train ({_listed(fh.training)}): the freezing is probably inverted (meant: freeze "
+            "the backbone, train the head)",
+            FROZEN_HEAD_HINT.format(head=fh.path),
+        )
+    if m.nonfinite:
+        f.warn(
+            f"non-finite gradients at init in {_listed(sorted(set(m.pp(m.nonfinite))))} (exploding)",
+            NONFINITE_HINT.format(rerun=m.numerics_rerun),
+        )
+    rated = m.rated
+    if len(rated) >= 2:
+        first, last = rated[0], rated[-1]
+        top = max(rated, key=lambda r: r["ratio"])
+        if top["ratio"] > 0 and first["ratio"] < p.vanish_ratio * top["ratio"]:
+            f.warn(
+                f"vanishing gradients at init: ||grad||/||weight|| of the first module `{first['path']}` "
+                f"({first['type']}) is {first['ratio']:.3g}, {first['ratio'] / top['ratio']:.2g} x the largest "
+                f"(`{top['path']}`: {top['ratio']:.3g}); per-module ratios in measured['modules']",
+                VANISHING_HINT,
+            )
+        elif last["ratio"] > 0 and first["ratio"] > p.explode_ratio * last["ratio"]:
+            f.warn(
+                f"exploding gradients at init: ||grad||/||weight|| of the first module `{first['path']}` is "
+                f"{first['ratio']:.3g}, {first['ratio'] / last['ratio']:.3g} x the output module's "
+                f"(`{last['path']}`: {last['ratio']:.3g})",
+                EXPLODING_HINT,
+            )
+    if m.unchanged:
+        text = (
+            f"{len(m.unchanged)} parameter(s) in the optimizer with non-zero gradients did not change after a step: "
+            f"{_listed(m.pp(m.unchanged))} (lr {', '.join(str(lr) for lr in m.unchanged_lrs)})"
+        )
+        if 0 in m.unchanged_lrs:
+            f.warn(text, LR_ZERO_HINT)
+        else:
+            f.note(text + ": the update is below float precision (tiny gradients)")
+    return f
+
+
+def _passed(m: Measurement) -> str:
+    first = m.modules[0] if m.modules else None
+    summary = f"; first module ||g||/||w|| = {first['ratio']:.3g}" if first and first["ratio"] is not None else ""
+    frozen = f", {len(m.frozen)} frozen" if m.frozen else ""
+    return f"all {len(m.trainable)} trainable parameters get gradients, are in the optimizer and move{frozen}{summary}"
 
 
 @probe("gradient-flow", title="Gradient flow", order=25, params=Params)
@@ -295,10 +597,10 @@ def gradient_flow(ctx: Context, p: Params) -> Result:
     What it does:
         Searches the module tree for modules kept in plain Python lists / dicts / tuples and for tensors with
         `requires_grad=True` stored as plain attributes: their values train in forward but `model.parameters()`
-        (hence the optimizer, `.to(device)`, `state_dict()`) never sees them. Then trains a fresh copy for up to
-        `steps` steps with the user's optimizer (stopping once every parameter had a non-zero gradient) and checks
-        that each parameter with `requires_grad` got a gradient that is not None and not all zero, that it is
-        in the optimizer's param_groups, and that it changed. The gradient norm relative to the parameter
+        (hence the optimizer, `.to(device)`, `state_dict()`) never sees them. Then trains a fresh copy for a few
+        steps ({steps}) with the user's optimizer (stopping once every parameter had a non-zero gradient) and
+        checks that each parameter with `requires_grad` got a gradient that is not None and not all zero, that it
+        is in the optimizer's param_groups, and that it changed. The gradient norm relative to the parameter
         norm, per module (weight and bias together), at init gives the vanishing / exploding check.
         Frozen parameters (`requires_grad=False`) are listed.
 
@@ -311,11 +613,12 @@ def gradient_flow(ctx: Context, p: Params) -> Result:
         2020 "vanishing / exploding gradients"; SageMaker Debugger's VanishingGradient rule).
 
     Thresholds:
-        Any parameter with a None or all-zero gradient over `steps` steps, outside the optimizer, or hidden
-        from `parameters()` while it receives a gradient: fail. Vanishing: the first module's ||g||/||w|| below
-        vanish_ratio (1e-4) x the largest module's; exploding: above explode_ratio (1e3) x the output layer's, or
-        non-finite gradients: warn. Measured first/largest: a 20-layer sigmoid MLP 4e-17, correct setups >= 1.9e-3;
-        first/output: correct setups <= 5.7.
+        Any parameter with a None or all-zero gradient over the steps, outside the optimizer, or hidden from
+        `parameters()` while it receives a gradient: fail. When every parameter trains: vanishing, the first
+        module's ||g||/||w|| below {vanish_ratio} x the largest module's; exploding, above {explode_ratio} x the
+        output layer's, or non-finite gradients; an output layer frozen while earlier layers train; a param
+        group with lr=0: warn. Measured first/largest: a 20-layer sigmoid MLP 4e-17, correct setups >= 1.9e-3;
+        first/output: correct setups <= 5.8.
 
     How to fix:
         Remove the `.detach()` / `torch.no_grad()` / `.data` from forward; keep sub-modules in `nn.ModuleList`
@@ -324,253 +627,10 @@ def gradient_flow(ctx: Context, p: Params) -> Result:
         / GELU with He init, normalisation layers or residual connections.
 
     Example:
-        `self.hidden = [nn.Linear(64, 64) for _ in range(2)]`: fail, "`hidden[0]`, `hidden[1]` (Linear) are kept
-        in a plain Python list / tuple: they get gradients but model.parameters() (and so the optimizer,
-        state_dict() and .to(device)) does not see them"; hint "register `hidden`: `self.hidden =
+        `self.hidden = [nn.Linear(64, 64) for _ in range(2)]`: fail, "`model.hidden[0]`, `model.hidden[1]` (Linear) are
+        kept in a plain Python list / tuple: they get gradients but model.parameters() (and so the optimizer,
+        state_dict() and .to(device)) does not see them"; hint "Register `model.hidden`: `self.hidden =
         nn.ModuleList([...])`".
     """
-    steps = max(1, p.steps)
-    batches = ctx.batches(min(steps, BATCHES))
-    model = ctx.fresh_model(train=True)
-    named = list(model.named_parameters())
-    trainable = [(n, t) for n, t in named if t.requires_grad]
-    frozen = [n for n, t in named if not t.requires_grad]
-    hidden = hidden_trainables(model)
-    if not trainable and not hidden:
-        out = ctx.output_layer(model, batches[0])
-        head = code_path(out[0], model) if out else "model"
-        return failed(
-            "the model has no trainable parameter" + (f" ({len(frozen)} frozen)" if frozen else ""),
-            measured={"frozen": frozen},
-            expected={"trainable_min": 1},
-            hint=f"Unfreeze what should train, on the module your `model()` returns: `for p in {head}.parameters(): "
-            "p.requires_grad_(True)` (the output layer at least), and build the optimizer from those parameters.",
-        )
-    opt = ctx.optimizer(model)
-    in_opt = {id(t) for g in opt.param_groups for t in g["params"]}
-    lr_of = {id(t): g.get("lr") for g in opt.param_groups for t in g["params"]}
-    before = {n: t.detach().clone() for n, t in trainable}
-    zero_init = _zero_init(model)
-
-    def pp(names: list[str]) -> list[str]:
-        return [param_path(n, model) for n in names]
-
-    got_grad: set[str] = set()
-    nonzero: set[str] = set()
-    nonfinite: set[str] = set()
-    order, handles = _record_order(model)
-    table: list[dict[str, Any]] = []
-    steps_run = 0
-    try:
-        for step in range(steps):
-            ctx.check_time()
-            opt.zero_grad(set_to_none=True)
-            loss = ctx.batch_loss(model, batches[step % len(batches)])
-            if step == 0:
-                for h in handles:
-                    h.remove()
-            if loss.requires_grad:  # else no parameter gets a gradient: reported below
-                loss.backward()
-            steps_run += 1
-            for n, t in trainable:
-                if t.grad is not None:
-                    got_grad.add(n)
-                    if bool(t.grad.detach().ne(0).any()):
-                        nonzero.add(n)
-                    if nonfinite_counts(t.grad) is not None:
-                        nonfinite.add(n)
-            rows = _module_table(model, order, zero_init)
-            # the table at init, unless a zero-initialised module blocked the gradient at step 0
-            if not table or any(r["grad_norm"] == 0 for r in table):
-                table = rows
-            opt.step()
-            if len(nonzero) == len(trainable):
-                break
-    finally:
-        for h in handles:
-            h.remove()
-    changed = {n for n, t in trainable if not torch.equal(before[n], t.detach())}
-    hidden_trained = [h for h in hidden if h.got_gradient()]
-    hidden_idle = [h for h in hidden if not h.got_gradient()]
-    not_in_opt = [n for n, t in trainable if id(t) not in in_opt]
-    no_grad = [n for n, _ in trainable if n not in got_grad]
-    zero_grad = [n for n, _ in trainable if n in got_grad and n not in nonzero]
-    stuck = [n for n, t in trainable if n in nonzero and id(t) in in_opt and n not in changed]
-
-    measured: dict[str, Any] = {
-        "trainable": len(trainable),
-        "frozen": frozen,
-        "steps": steps_run,
-        "hidden": [
-            {"attribute": h.path, "kind": h.kind, "type": h.type_name, "gets_gradient": h.got_gradient()}
-            for h in hidden
-        ],
-        "not_in_optimizer": not_in_opt,
-        "no_gradient": no_grad,
-        "zero_gradient": zero_grad,
-        "unchanged_after_step": stuck,
-        "nonfinite_gradient": sorted(nonfinite),
-        "modules": table,
-    }
-    expected = {
-        "hidden": [],
-        "not_in_optimizer": [],
-        "no_gradient": [],
-        "zero_gradient": [],
-        "first_over_max_ratio_min": p.vanish_ratio,
-        "first_over_last_ratio_max": p.explode_ratio,
-    }
-    series = _series(table)
-    notes = [f"frozen (requires_grad=False): {_listed(pp(frozen))}"] if frozen else []
-    if hidden_idle:
-        notes.append(
-            "not seen by model.parameters() and received no gradient (fine for a frozen helper such as a teacher "
-            f"model; freeze it with requires_grad_(False)): {_listed([h.path for h in hidden_idle])}"
-        )
-    kw = {"measured": measured, "expected": expected, "series": series, "notes": notes}
-
-    problems: list[str] = []
-    hints: list[str] = []
-    for path, group in _by_container(hidden_trained).items():
-        h = group[0]
-        names = _listed([g.path for g in group])
-        types = ", ".join(sorted({g.type_name for g in group}))
-        if h.kind == "module":
-            where = f"{'is' if len(group) == 1 else 'are'} kept in a plain Python {_container(h)}"
-        else:
-            where = "is a plain tensor attribute with requires_grad=True, not an nn.Parameter"
-        problems.append(
-            f"{names} ({types}) {where}: {'it gets' if len(group) == 1 else 'they get'} gradients but "
-            "model.parameters() (and so the optimizer, state_dict() and .to(device)) does not see "
-            f"{'it' if len(group) == 1 else 'them'}"
-        )
-        hints.append(f"register `{path}`: `{h.fix()}`")
-    if not_in_opt:
-        problems.append(
-            f"{len(not_in_opt)} trainable parameter(s) are not in the optimizer: {_listed(pp(not_in_opt))} "
-            "(they get gradients but never move)"
-        )
-        hints.append(
-            "build the optimizer after the model is complete and from all of it: "
-            "`optimizer = torch.optim.Adam(model.parameters(), lr=...)` (not a subset such as `list(params)[:2]`, "
-            "and do not override `parameters()`); to freeze on purpose, call `p.requires_grad_(False)`"
-        )
-    if no_grad or zero_grad:
-        owners = _owners(model)
-        if no_grad:
-            mods = list(dict.fromkeys(owners.get(n, "") for n in no_grad))
-            causes = _why_no_grad(ctx, model, mods, batches[0])
-            problems.append(
-                f"{len(no_grad)} parameter(s) get no gradient (grad is None after {steps_run} step(s)): "
-                f"{_listed(pp(no_grad))}; {causes[mods[0]]}"
-            )
-            hints.append(
-                f"make `{code_path(mods[0], model)}` part of the graph: remove `.detach()` / `.data` / "
-                "`with torch.no_grad():` around it in forward(), keep float tensors (no `.long()` / `.round()` / "
-                "`.argmax()` on the way to the loss); if it is unused on purpose, delete it or freeze it"
-            )
-        if zero_grad:
-            owner = owners.get(zero_grad[0], "")
-            blocker = _blocker_for(ctx, owner, batches[0])
-            head = f"{len(zero_grad)} parameter(s) get an all-zero gradient on {steps_run} batch(es): "
-            if blocker is not None:
-                problems.append(f"{head}{_listed(pp(zero_grad))}: {blocker.cause}")
-                hints.append(f"{blocker.fix}; then `{code_path(owner, model)}` gets gradients again")
-            else:
-                problems.append(
-                    f"{head}{_listed(pp(zero_grad))} (its input is all zero, a piecewise-constant op such as round / "
-                    "sign / argmax / a comparison, or a multiplication by zero)"
-                )
-                hints.append(
-                    f"find what zeroes the gradient after `{code_path(owner, model)}`: replace round / sign / "
-                    "argmax with a differentiable op (e.g. a straight-through estimator `x + (x.round() - x).detach()`)"
-                )
-    if problems:
-        more = f" (+{len(problems) - 1} more problem(s), see measured)" if len(problems) > 1 else ""
-        return failed(problems[0] + more, hint="; ".join(hints), **kw)
-
-    cmd = f"nncheck run {ctx.setup.path} --only numerics"
-    warnings, whints = _depth_warnings(
-        table, {param_path(n, model) for n in nonfinite}, p.vanish_ratio, p.explode_ratio, cmd
-    )
-    frozen_head = _frozen_output_layer(ctx, model, batches[0])
-    if frozen_head is not None:
-        warnings.insert(0, frozen_head[0])
-        whints.insert(0, frozen_head[1])
-    if stuck:
-        lrs = {lr_of.get(id(t)) for n, t in trainable if n in stuck}
-        text = (
-            f"{len(stuck)} parameter(s) in the optimizer with non-zero gradients did not change after a step: "
-            f"{_listed(pp(stuck))} (lr {', '.join(str(lr) for lr in sorted(lrs, key=str))})"
-        )
-        if 0 in lrs or 0.0 in lrs:
-            warnings.append(text)
-            whints.append("their param group has lr=0: give it a learning rate, or freeze them on purpose")
-        else:
-            notes.append(text + ": the update is below float precision (tiny gradients)")
-    if warnings:
-        return warned(
-            warnings[0] + (f" (+{len(warnings) - 1} more)" if len(warnings) > 1 else ""), hint="; ".join(whints), **kw
-        )
-    first = table[0] if table else None
-    summary = f"; first module ||g||/||w|| = {first['ratio']:.3g}" if first and first["ratio"] is not None else ""
-    frozen_txt = f", {len(frozen)} frozen" if frozen else ""
-    return passed(
-        f"all {len(trainable)} trainable parameters get gradients, are in the optimizer and move{frozen_txt}{summary}",
-        **kw,
-    )
-
-
-def _depth_warnings(
-    table: list[dict[str, Any]], nonfinite: set[str], vanish: float, explode: float, numerics_cmd: str
-) -> tuple[list[str], list[str]]:
-    """Vanishing / exploding gradients across depth from the per-module table."""
-    warnings: list[str] = []
-    hints: list[str] = []
-    if nonfinite:
-        warnings.append(f"non-finite gradients at init in {_listed(sorted(nonfinite))} (exploding)")
-        hints.append(f"run `{numerics_cmd}` to find the op that produces them")
-    rated = [r for r in table if r["ratio"] is not None]
-    if len(rated) < 2:
-        return warnings, hints
-    first, last = rated[0], rated[-1]
-    top = max(rated, key=lambda r: r["ratio"])
-    if top["ratio"] > 0 and first["ratio"] < vanish * top["ratio"]:
-        warnings.append(
-            f"vanishing gradients at init: ||grad||/||weight|| of the first module `{first['path']}` "
-            f"({first['type']}) is {first['ratio']:.3g}, {first['ratio'] / top['ratio']:.2g} x the largest "
-            f"(`{top['path']}`: {top['ratio']:.3g}); per-module ratios in measured['modules']"
-        )
-        hints.append(
-            "the early layers will barely train: replace sigmoid / tanh hidden activations with ReLU / GELU and He "
-            "init (`nn.init.kaiming_normal_(layer.weight, nonlinearity='relu')`), add BatchNorm / LayerNorm, or "
-            "residual connections; make the network shallower"
-        )
-    elif last["ratio"] > 0 and first["ratio"] > explode * last["ratio"]:
-        warnings.append(
-            f"exploding gradients at init: ||grad||/||weight|| of the first module `{first['path']}` is "
-            f"{first['ratio']:.3g}, {first['ratio'] / last['ratio']:.3g} x the output module's "
-            f"(`{last['path']}`: {last['ratio']:.3g})"
-        )
-        hints.append(
-            "gradients grow towards the input: lower the init scale (`nn.init.xavier_uniform_` / "
-            "`kaiming_normal_`), add normalisation layers, clip with `torch.nn.utils.clip_grad_norm_(params, 1.0)`"
-        )
-    return warnings, hints
-
-
-def _series(table: list[dict[str, Any]]) -> dict[str, Any]:
-    rated = [r for r in table if r["ratio"] is not None]
-    if not rated:
-        return {}
-    return {
-        "grad_ratio": {
-            "title": "Gradient norm / parameter norm per module at init",
-            "xlabel": "module (execution order)",
-            "ylabel": "||grad|| / ||weight||",
-            "xscale": "linear",
-            "yscale": "log",
-            "kind": "bar",
-            "curves": {"at init": {"x": [r["module"] for r in rated], "y": [r["ratio"] for r in rated]}},
-        }
-    }
+    m = measure(ctx, p)
+    return judge(m, p).result(_passed(m))

@@ -15,10 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip
-from nncheck.modelgraph import SHAPE_OPS, code_path, forward_hooks, is_batchnorm, is_dropout, leaf_modules
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed, warned
+from nncheck.kit import Context, Findings, ProbeSkip, Result, Status, code_path, param, probe
+from nncheck.modelgraph import SHAPE_OPS, forward_hooks, is_batchnorm, is_dropout, leaf_modules
 from nncheck.tensors import first_tensor, iter_tensors
 
 # Elementwise ops a dropout mask passes through on its way into a BatchNorm (the variance shift survives them).
@@ -38,6 +36,29 @@ TORCH_DIR = os.path.dirname(torch.__file__)
 NOTHING_TO_CHECK = "the forward pass runs no BatchNorm and no dropout (p > 0)"
 
 
+@dataclass(frozen=True)
+class Params:
+    """Parameters of layer-order (`[tool.nncheck.probes.layer-order]`)."""
+
+    dropout_p_warn: float = param(
+        0.8,
+        source='Srivastava et al. (JMLR 2014, "Dropout: A Simple Way to Prevent Neural Networks from Overfitting") '
+        "use p = 0.5 for hidden units and p = 0.2 for inputs; at p = 0.8 four fifths of the signal is dropped and "
+        "each kept unit is scaled 5x. The highest rate on a correct setup of checks/ and examples/ is 0.5 "
+        "(checks/ob_label_smoothing_ok.py).",
+    )
+    dropout_p_fail: float = param(
+        1.0,
+        source="p = 1 zeroes every value in training (PyTorch's p is the DROP probability; a keep_prob = 1.0 "
+        "passed as p, checks/lo_dropout_p1_keep_prob.py): nothing before it gets a gradient.",
+    )
+    min_bn_batch: int = param(
+        2,
+        source="With one sample the batch statistics are that sample's own (Ioffe & Szegedy 2015; Wu & He 2018, "
+        '"Group Normalization", show BatchNorm error growing fast below batch 8); checks/lo_batchnorm_batch_of_one.py.',
+    )
+
+
 @dataclass
 class Op:
     """One node of the data-flow graph of a forward pass."""
@@ -48,9 +69,10 @@ class Op:
     module: nn.Module | None = None
     p: float | None = None  # dropout rate
     where: str = ""  # file:line of a functional call, when known
+    shown: str = ""  # the name as the user writes it (`model.features[3]`), set by measure()
 
 
-# ---------------------------------------------------------------------------------------------- classification
+# ---------------------------------------------------------------------------------------------- measure: classification
 def module_kind(m: nn.Module) -> tuple[str, float | None]:
     if is_dropout(m):
         return ("dropout" if m.p > 0 else "elementwise"), float(m.p)
@@ -125,7 +147,7 @@ def _owner(node: fx.Node) -> str:
     return list(stack)[-1] if stack else ""
 
 
-# ---------------------------------------------------------------------------------------------- graphs
+# ---------------------------------------------------------------------------------------------- measure: graphs
 def _final_arg(arg: Any) -> Any:
     """The model output's main tensor: the value itself, the first element of a tuple, `logits` of a dict."""
     if isinstance(arg, (tuple, list)) and arg:
@@ -225,7 +247,7 @@ def hook_run(ctx: Context, model: nn.Module, batch: Any) -> HookRun:
     return HookRun(ops, final, bn_batches, calls_mode.seen)
 
 
-# ---------------------------------------------------------------------------------------------- rules
+# ---------------------------------------------------------------------------------------------- measure: placement
 def upstream(ops: list[Op], start: int, through: set[str]) -> Iterable[int]:
     """Ops reached walking back from ``start``'s inputs through ops whose kind is in ``through`` (not included)."""
     seen: set[int] = set()
@@ -280,51 +302,163 @@ def display(name: str, model: nn.Module) -> str:
     return code_path(name, model)
 
 
-def _label(op: Op, model: nn.Module) -> str:
+@dataclass
+class Placement:
+    """Where BatchNorm and dropout sit in the data flow of one forward pass (train mode)."""
+
+    graph: str  # how the data flow was found: "torch.fx" or "hooks"
+    dropouts: list[Op]  # dropout with p > 0
+    bns: list[Op]  # BatchNorm in training
+    final: Op | None  # the op that produced the model output (through reshapes), when known
+    bn_batches: dict[str, int]  # BatchNorm (as shown) -> smallest batch it saw
+    dropout_before_bn: list[tuple[Op, Op]]  # (dropout, BatchNorm) linked by elementwise ops / reshapes only
+    bias_before_bn: list[Op]  # Linear / Conv with a bias feeding a BatchNorm directly
+    loss_kind: str
+
+
+def measure(ctx: Context) -> Placement:
+    """The data-flow graph of one forward pass: from torch.fx when the model traces, else from forward hooks."""
+    batch = ctx.batch()
+    model = ctx.fresh_model(train=True)
+    run = hook_run(ctx, model, batch)
+    if not run.functional and not any(op.kind in ("dropout", "bn") for op in run.ops):
+        # nothing for fx to add: it sees the same modules, and no functional dropout / batch_norm ran. Skipping the
+        # trace saves its first-use cost (torch.overrides' table of tensor methods, ~14 ms: 30+ small steps)
+        raise ProbeSkip(NOTHING_TO_CHECK)
+    ops, final, graph = run.ops, run.final, "hooks"
+    try:
+        ops, final = fx_graph(model)
+        graph = "torch.fx"
+    except Exception:  # data-dependent control flow, untraceable calls: the hook graph is the fallback
+        pass
+    # fx keeps torch.nn containers (TransformerEncoderLayer, MultiheadAttention) as leaves: add the dropout and
+    # BatchNorm modules the hooks saw inside them
+    dropouts = list({op.name: op for op in run.ops + ops if op.kind == "dropout"}.values())
+    bns = list({op.name: op for op in run.ops + ops if op.kind == "bn"}.values())
+    if not dropouts and not bns:
+        raise ProbeSkip(NOTHING_TO_CHECK)
+    for op in run.ops + ops:
+        op.shown = display(op.name, model)
+    return Placement(
+        graph=graph,
+        dropouts=dropouts,
+        bns=bns,
+        final=final_op(ops, final),
+        bn_batches={display(n, model): b for n, b in run.bn_batches.items()},
+        dropout_before_bn=dropout_into_bn(ops),
+        bias_before_bn=[a for a, _ in bias_into_bn(ops)],
+        loss_kind=ctx.loss_kind,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- wording
+HINT_FINAL = (
+    "Remove {ref} from the end of the model (or move it before the output layer): the last module must be the "
+    "output layer, e.g. `nn.Linear(hidden, n_out)`; {why}"
+)
+WHY_FINAL = {
+    "bn": "a BatchNorm on the output forces every output to zero mean / unit variance over the batch.",
+    "dropout": "dropout on the output zeroes predictions at random before the loss.",
+}
+HINT_SMALL_BATCH = (
+    "Train with batches of 16+ samples (`DataLoader(..., batch_size=32, drop_last=True)`), or replace {names} by a "
+    "batch-independent norm: `nn.GroupNorm(8, channels)` or `nn.LayerNorm(features)`."
+)
+HINT_DROPOUT_INTO_BN = (
+    "Move {dropout} after {bn} (`BatchNorm -> ReLU -> Dropout`), or keep dropout only after the last BatchNorm "
+    "(right before the output layer)."
+)
+HINT_DEAD_DROPOUT = "PyTorch's p is the probability to DROP a unit (p = 1 - keep_prob): set it to 0.1-0.5, e.g. {fix}."
+HINT_HIGH_DROPOUT = "Lower the rate of {ref} to 0.1-0.5, e.g. `nn.Dropout(0.3)`."
+NOTE_BIAS_BEFORE_BN = (
+    "{names} {verb} BatchNorm directly with a bias, which BatchNorm's mean subtraction cancels: build them with "
+    "`bias=False` (one wasted parameter vector each, harmless)."
+)
+
+
+def _label(op: Op) -> str:
+    """How a message names an op: `model[2]` (Dropout p=0.5), `F.dropout in model.block` (p=0.3, net.py:12)."""
     what = type(op.module).__name__ if op.module is not None else ""
     p = f"p={op.p:g}" if op.p is not None else ""
     extra = ", ".join(s for s in (" ".join(s for s in (what, p) if s), op.where) if s)
-    return f"`{display(op.name, model)}`" + (f" ({extra})" if extra else "")
+    return f"`{op.shown}`" + (f" ({extra})" if extra else "")
 
 
-def _ref(op: Op, model: nn.Module) -> str:
+def _ref(op: Op) -> str:
     """How a hint names an op: the module, or the functional call and its line."""
-    name = display(op.name, model)
     if op.module is not None:
-        return f"`{name}`"
-    return f"the `{name.split(' in ')[0]}` call" + (f" at {op.where}" if op.where else f" ({name})")
+        return f"`{op.shown}`"
+    return f"the `{op.shown.split(' in ')[0]}` call" + (f" at {op.where}" if op.where else f" ({op.shown})")
 
 
-@dataclass(frozen=True)
-class Params:
-    """Parameters of layer-order (`[tool.nncheck.probes.layer-order]`)."""
+def _dead_dropout_fix(op: Op) -> str:
+    if op.module is not None:
+        return f"`{op.shown} = nn.Dropout(p=0.1)` in the code that builds the model"
+    return f"`F.dropout(x, p=0.1, training=self.training)` at {op.where or op.name}"
 
-    dropout_p_warn: float = param(
-        0.8,
-        source=(
-            'Thresholds. Dropout rate at or above which to warn. Srivastava et al. (JMLR 2014, "Dropout: A Simple '
-            'Way to Prevent Neural Networks from Overfitting") use p = 0.5 for hidden units and p = 0.2 for '
-            "inputs; at p >= 0.8 four fifths of the signal is dropped and each kept unit is scaled 5x, which "
-            "slows training to a crawl."
-        ),
+
+# ---------------------------------------------------------------------------------------------- judge
+# With a loss nncheck knows, a BatchNorm / dropout on the output is a bug; with a custom loss it is a warning
+# (contrastive, SimSiam / BYOL projector heads end in BatchNorm on purpose).
+KNOWN_LOSSES = ("ce", "bce", "mse")
+
+
+def judge(m: Placement, p: Params) -> Findings:
+    """The output op, the BatchNorm batch sizes, dropout into BatchNorm, the dropout rates, bias before BatchNorm."""
+    f = Findings(
+        measured={
+            "graph": m.graph,
+            "dropout": {op.shown: op.p for op in m.dropouts},
+            "batchnorm": [op.shown for op in m.bns],
+            "final_op": m.final.shown if m.final else None,
+        },
+        expected={"dropout_p_max": p.dropout_p_warn, "bn_batch_min": p.min_bn_batch},
     )
-    dropout_p_fail: float = param(
-        1.0,
-        source=(
-            "Dropout rate at or above which to fail: p = 1 zeroes every value in training (PyTorch's p is the "
-            "DROP probability; a config's keep_prob = 1.0 passed as p), so nothing before it ever gets a gradient "
-            "and the output ignores the input (held-out .notes/heldout/b_dropout_p1.py, "
-            "checks/lo_dropout_p1_keep_prob.py). No correct setup uses p >= 0.8."
-        ),
-    )
-    min_bn_batch: int = param(
-        2,
-        source=(
-            "Smallest training batch a BatchNorm layer may see: with one sample the batch statistics are that "
-            "sample's own (Ioffe & Szegedy 2015; Wu & He 2018 show BatchNorm error growing fast below batch 8 and "
-            "breaking down at 1-2)."
-        ),
-    )
+    last = m.final
+    if last is not None and last.kind in ("bn", "dropout"):
+        what = "BatchNorm" if last.kind == "bn" else "dropout"
+        f.add(
+            Status.FAIL if m.loss_kind in KNOWN_LOSSES else Status.WARN,
+            f"{what} {_label(last)} produces the model's final output",
+            HINT_FINAL.format(ref=_ref(last), why=WHY_FINAL[last.kind]),
+        )
+        f.expected["final_op"] = "the output layer (Linear / Conv), not BatchNorm or dropout"
+
+    f.measured["bn_batch"] = min(m.bn_batches.values()) if m.bn_batches else None
+    if small := {n: b for n, b in m.bn_batches.items() if b < p.min_bn_batch}:
+        names = ", ".join(f"`{n}`" for n in small)
+        f.fail(
+            f"BatchNorm {names} trains on a batch of {min(small.values())} sample(s)",
+            HINT_SMALL_BATCH.format(names=names),
+        )
+
+    f.measured["dropout_before_bn"] = [[d.shown, b.shown] for d, b in m.dropout_before_bn]
+    if m.dropout_before_bn:
+        d, b = m.dropout_before_bn[0]
+        more = f" (and {len(m.dropout_before_bn) - 1} more)" if len(m.dropout_before_bn) > 1 else ""
+        f.warn(
+            f"dropout {_label(d)} feeds BatchNorm {_label(b)}{more}: variance shift (Li et al. 2019)",
+            HINT_DROPOUT_INTO_BN.format(dropout=_ref(d), bn=_ref(b)),
+        )
+
+    if dead := [op for op in m.dropouts if op.p is not None and op.p >= p.dropout_p_fail]:
+        f.fail(
+            f"dropout {', '.join(_label(op) for op in dead)} has p >= {p.dropout_p_fail:g}: in training it zeroes "
+            "every value, so the layers before it never get a gradient and the output ignores the input",
+            HINT_DEAD_DROPOUT.format(fix=_dead_dropout_fix(dead[0])),
+        )
+        f.expected["dropout_p_fail"] = p.dropout_p_fail
+    if high := [op for op in m.dropouts if op.p is not None and p.dropout_p_warn <= op.p < p.dropout_p_fail]:
+        f.warn(
+            f"dropout {', '.join(_label(op) for op in high)} has p >= {p.dropout_p_warn:g}",
+            HINT_HIGH_DROPOUT.format(ref=_ref(high[0])),
+        )
+
+    if m.bias_before_bn:
+        verb = "feeds" if len(m.bias_before_bn) == 1 else "feed"
+        f.note(NOTE_BIAS_BEFORE_BN.format(names=", ".join(f"`{a.shown}`" for a in m.bias_before_bn), verb=verb))
+    f.measured["bias_before_bn"] = [a.shown for a in m.bias_before_bn]
+    return f
 
 
 @probe("layer-order", title="BatchNorm / dropout placement", order=80, params=Params)
@@ -339,9 +473,9 @@ def layer_order(ctx: Context, p: Params) -> Result:
         - dropout feeding a BatchNorm, directly or through elementwise ops / reshapes only -> warn;
         - BatchNorm or dropout producing the model's final output -> fail (warn with a custom loss: SimSiam /
           BYOL projector heads end in BatchNorm on purpose);
-        - a BatchNorm whose training batch holds one sample -> fail;
-        - dropout with p >= dropout_p_fail (1.0: it zeroes everything in training) -> fail; with p >=
-          dropout_p_warn -> warn;
+        - a BatchNorm whose training batch holds fewer than {min_bn_batch} samples -> fail;
+        - dropout with p >= {dropout_p_fail} (it zeroes everything in training) -> fail; with p >=
+          {dropout_p_warn} -> warn;
         - a Linear / Conv with a bias feeding a BatchNorm directly -> a note in a passing result.
         Dropout and BatchNorm in different branches of a residual block are not linked by the data flow and
         are not flagged.
@@ -357,9 +491,9 @@ def layer_order(ctx: Context, p: Params) -> Result:
         subtraction (a wasted parameter, harmless).
 
     Thresholds:
-        dropout_p_warn = 0.8 (Srivastava et al. 2014 use 0.5 for hidden units, 0.2 for inputs);
-        dropout_p_fail = 1.0 (every value dropped: keep_prob = 1.0 passed as p);
-        min_bn_batch = 2 (a BatchNorm batch of 1; Wu & He 2018 show BatchNorm degrading below batch 8).
+        {dropout_p_warn} (Srivastava et al. 2014 use 0.5 for hidden units, 0.2 for inputs);
+        {dropout_p_fail} (every value dropped: keep_prob = 1.0 passed as p);
+        {min_bn_batch} (a BatchNorm batch of 1; Wu & He 2018 show BatchNorm degrading below batch 8).
 
     How to fix:
         Put dropout after the last BatchNorm (`... -> BatchNorm -> ReLU -> Dropout -> Linear`), end the model
@@ -371,123 +505,6 @@ def layer_order(ctx: Context, p: Params) -> Result:
         `nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(64), nn.Linear(64, 5))`
         warns: `model[2]` (Dropout p=0.5) feeds `model[3]` (BatchNorm1d).
     """
-    batch = ctx.batch()
-    model = ctx.fresh_model(train=True)
-    run = hook_run(ctx, model, batch)
-    method = "hooks"
-    ops, final = run.ops, run.final
-    if not run.functional and not any(op.kind in ("dropout", "bn") for op in run.ops):
-        # nothing for fx to add: it sees the same modules, and no functional dropout / batch_norm ran. Skipping the
-        # trace saves its first-use cost (torch.overrides' table of tensor methods, ~14 ms: 30+ small steps)
-        raise ProbeSkip(NOTHING_TO_CHECK)
-    try:
-        ops_fx, final_fx = fx_graph(model)
-        ops, final, method = ops_fx, final_fx, "torch.fx"
-    except Exception:  # data-dependent control flow, untraceable calls: the hook graph is the fallback
-        pass
-    # fx keeps torch.nn containers (TransformerEncoderLayer, MultiheadAttention) as leaves: add the dropout and
-    # BatchNorm modules the hooks saw inside them
-    dropouts = list({op.name: op for op in run.ops + ops if op.kind == "dropout"}.values())
-    bns = list({op.name: op for op in run.ops + ops if op.kind == "bn"}.values())
-    if not dropouts and not bns:
-        raise ProbeSkip(NOTHING_TO_CHECK)
-
-    def dp(name: str) -> str:
-        return display(name, model)
-
-    fails: list[str] = []
-    warns: list[str] = []
-    hints: list[str] = []
-    notes: list[str] = []
-    measured: dict[str, Any] = {
-        "graph": method,
-        "dropout": {dp(op.name): op.p for op in dropouts},
-        "batchnorm": [dp(op.name) for op in bns],
-    }
-    expected: dict[str, Any] = {"dropout_p_max": p.dropout_p_warn, "bn_batch_min": p.min_bn_batch}
-
-    last = final_op(ops, final)
-    measured["final_op"] = dp(last.name) if last else None
-    if last is not None and last.kind in ("bn", "dropout"):
-        what = "BatchNorm" if last.kind == "bn" else "dropout"
-        # with a loss nncheck does not know (contrastive, SimSiam / BYOL projectors end in BatchNorm on purpose)
-        # this is a warning; for cross-entropy, BCE and MSE it is a bug
-        (fails if ctx.loss_kind in ("ce", "bce", "mse") else warns).append(
-            f"{what} {_label(last, model)} produces the model's final output"
-        )
-        expected["final_op"] = "the output layer (Linear / Conv), not BatchNorm or dropout"
-        hints.append(
-            f"Remove {_ref(last, model)} from the end of the model (or move it before the output layer): the last "
-            "module must be the output layer, e.g. `nn.Linear(hidden, n_out)`; "
-            + (
-                "a BatchNorm on the output forces every output to zero mean / unit variance over the batch."
-                if last.kind == "bn"
-                else "dropout on the output zeroes predictions at random before the loss."
-            )
-        )
-
-    small = {n: b for n, b in run.bn_batches.items() if b < p.min_bn_batch}
-    measured["bn_batch"] = min(run.bn_batches.values()) if run.bn_batches else None
-    if small:
-        names = ", ".join(f"`{dp(n)}`" for n in small)
-        fails.append(f"BatchNorm {names} trains on a batch of {min(small.values())} sample(s)")
-        hints.append(
-            f"Train with batches of 16+ samples (`DataLoader(..., batch_size=32, drop_last=True)`), or replace "
-            f"{names} by a batch-independent norm: `nn.GroupNorm(8, channels)` or `nn.LayerNorm(features)`."
-        )
-
-    pairs = dropout_into_bn(ops)
-    measured["dropout_before_bn"] = [[dp(d.name), dp(b.name)] for d, b in pairs]
-    if pairs:
-        d, b = pairs[0]
-        more = f" (and {len(pairs) - 1} more)" if len(pairs) > 1 else ""
-        warns.append(
-            f"dropout {_label(d, model)} feeds BatchNorm {_label(b, model)}{more}: variance shift (Li et al. 2019)"
-        )
-        hints.append(
-            f"Move {_ref(d, model)} after {_ref(b, model)} (`BatchNorm -> ReLU -> Dropout`), or keep dropout only "
-            "after the last BatchNorm (right before the output layer)."
-        )
-
-    dead = [op for op in dropouts if op.p is not None and op.p >= p.dropout_p_fail]
-    if dead:
-        fails.append(
-            "dropout "
-            + ", ".join(_label(op, model) for op in dead)
-            + f" has p >= {p.dropout_p_fail:g}: in training it zeroes every value, so the layers before it never "
-            "get a gradient and the output ignores the input"
-        )
-        expected["dropout_p_fail"] = p.dropout_p_fail
-        first = dead[0]
-        fix = (
-            f"`{dp(first.name)} = nn.Dropout(p=0.1)` in the code that builds the model"
-            if first.module is not None
-            else f"`F.dropout(x, p=0.1, training=self.training)` at {first.where or first.name}"
-        )
-        hints.append(
-            f"PyTorch's p is the probability to DROP a unit (p = 1 - keep_prob): set it to 0.1-0.5, e.g. {fix}."
-        )
-    high = [op for op in dropouts if op.p is not None and p.dropout_p_warn <= op.p < p.dropout_p_fail]
-    if high:
-        warns.append("dropout " + ", ".join(_label(op, model) for op in high) + f" has p >= {p.dropout_p_warn:g}")
-        hints.append(f"Lower the rate of {_ref(high[0], model)} to 0.1-0.5, e.g. `nn.Dropout(0.3)`.")
-
-    redundant = bias_into_bn(ops)
-    if redundant:
-        names = ", ".join(f"`{dp(a.name)}`" for a, _ in redundant)
-        verb = "feeds" if len(redundant) == 1 else "feed"
-        notes.append(
-            f"{names} {verb} BatchNorm directly with a bias, which BatchNorm's mean subtraction cancels: build "
-            "them with `bias=False` (one wasted parameter vector each, harmless)."
-        )
-    measured["bias_before_bn"] = [dp(a.name) for a, _ in redundant]
-
-    kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes, "hint": " ".join(hints)}
-    if fails:
-        return failed("; ".join(fails + warns), **kw)
-    if warns:
-        return warned("; ".join(warns), **kw)
-    return passed(
-        f"{len(dropouts)} dropout and {len(bns)} BatchNorm call(s) placed safely ({method} graph)",
-        **kw,
-    )
+    m = measure(ctx)
+    passed = f"{len(m.dropouts)} dropout and {len(m.bns)} BatchNorm call(s) placed safely ({m.graph} graph)"
+    return judge(m, p).result(passed)

@@ -12,16 +12,12 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from nncheck.context import Context, ProbeSkip
-from nncheck.modelgraph import SHAPE_OPS, code_path, without_dropout
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed, warned
+from nncheck.kit import Context, Finding, Findings, ProbeSkip, Result, Status, code_path, param, probe
+from nncheck.modelgraph import SHAPE_OPS
 from nncheck.tensors import first_tensor, map_tensors
 
 # Size of the perturbation of the other samples' outputs, in units of the output's standard deviation.
 ISOLATION_NOISE = 0.5
-# Integral MSE targets with at most this many distinct values look like class labels (CIFAR-100 has 100).
-MAX_LABEL_VALUES = 100
 
 LOSSES = {
     "cross_entropy": "cross-entropy",
@@ -31,11 +27,133 @@ LOSSES = {
     "mse_loss": "MSE",
 }
 SIGMOID_OPS = {"sigmoid", "expit", "hardsigmoid"}
-# Ops that make raw scores (logits): a BCE input made by one of these never went through a sigmoid.
+# Modules that squash the output (a model ending in one of them returns probabilities, not logits).
 SQUASH_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d, nn.Sigmoid, nn.Hardsigmoid)
+# Ops that make raw scores (logits): a BCE input made by one of these never went through a sigmoid.
 AFFINE_OPS = {"linear", "conv1d", "conv2d", "conv3d", "matmul", "__matmul__", "mm", "bmm", "addmm", "einsum", "baddbmm"}
 
 
+@dataclass(frozen=True)
+class Params:
+    """Parameters of loss-function (`[tool.nncheck.probes.loss-function]`)."""
+
+    batches: int = param(
+        4,
+        fast=1,
+        source="A few batches, so that a loss input which leaves its range only on a later batch is seen (BCELoss "
+        "raises there); the fast budget reads the first batch only.",
+    )
+    simplex_tol: float = param(
+        0.001,
+        source="Measured on checks/, examples/ and tests/setups/ (seeds 0-2): float32 softmax rows sum to 1 within "
+        "1.4e-7 (checks/lf_softmax_before_cross_entropy.py, checks/ob_softmax_before_cross_entropy.py) and "
+        "LogSoftmax rows have |logsumexp| <= 2e-7 (checks/lf_log_softmax_nll_ok.py); every batch of raw logits has "
+        "a row with |row sum - 1| >= 0.028 and one with |logsumexp| >= 0.31.",
+    )
+    nll_logprob_tol: float = param(
+        0.1,
+        source="Max |logsumexp| of an NLL input row, measured (seeds 0-2): <= 2e-7 for LogSoftmax outputs "
+        "(checks/lf_log_softmax_nll_ok.py), 1.97 for raw scores (checks/lf_nll_on_raw_logits.py).",
+    )
+    sigmoid_min_spread: float = param(
+        0.01,
+        source="BCE-with-logits inputs, measured (seeds 0-2): a sigmoid's outputs span [0.30, 0.70] "
+        "(checks/lf_sigmoid_before_bce_with_logits.py); raw logits of a fresh model straddle 0 on every other "
+        "setup (examples/multilabel.py, checks/llb_bce_rare_positives.py, tests/setups/vae.py). A narrower range "
+        "is a near-constant output that tells nothing.",
+    )
+    max_label_values: int = param(
+        100,
+        source="Class label sets up to CIFAR-100's 100 classes; integral targets with more distinct values read as "
+        "counts or ratings (checks/lf_mse_on_class_labels.py has 4).",
+    )
+    isolation: bool = param(
+        True,
+        source="On: every loss of checks/, examples/ and tests/setups/ is a mean or sum of per-sample terms. "
+        "Contrastive, in-batch-negative and ranking losses couple the samples on purpose: turn it off for them.",
+    )
+    # A loss that is a mean (or sum) of per-sample terms has dLoss/d output_i independent of the other samples'
+    # outputs; a loss that mixes the batch (log_softmax(dim=0) in a hand-written cross-entropy) does not.
+    isolation_tol: float = param(
+        0.0001,
+        source="Relative change of sample 0's output gradient when the other outputs move by 0.5 x their std, "
+        "measured (seeds 0-2): exactly 0 on every other setup of checks/, examples/ and tests/setups/ where it is "
+        "measurable (CE, BCE, MSE, NLL, Poisson, VAE, LM losses), 0.017-0.030 on checks/lf_softmax_over_batch.py; "
+        "float32 rounding (~1e-7) stays three decades below.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- wording
+HINT_LOSS_ERROR = (
+    "Fix the loss input: see the error above (BCELoss needs values in [0, 1]: use `nn.BCEWithLogitsLoss()` on raw "
+    "outputs)."
+)
+HINT_DOUBLE_SOFTMAX = (
+    "Remove {who}: CrossEntropyLoss applies log_softmax itself. Return raw logits (`return self.head(h)`) and apply "
+    "`torch.softmax(logits, dim=1)` only at inference."
+)
+NOTE_CE_ON_LOG_PROBS = (
+    "cross-entropy receives log-probabilities (log_softmax outputs): harmless, since log_softmax is idempotent, but "
+    "redundant: drop the log_softmax or use `nn.NLLLoss()`."
+)
+HINT_NLL = (
+    "NLLLoss expects log-probabilities: end the model with `nn.LogSoftmax(dim=1)` (or `torch.log_softmax(logits, "
+    "dim=1)`), or use `nn.CrossEntropyLoss()` on raw logits."
+)
+HINT_DOUBLE_SIGMOID = (
+    "Remove {who}: BCEWithLogitsLoss applies the sigmoid itself. Return raw logits and apply `torch.sigmoid(logits)` "
+    "only at inference."
+)
+HINT_BCE = (
+    "BCELoss expects probabilities: train on raw logits with `nn.BCEWithLogitsLoss()` (numerically stable), or end "
+    "the model with `nn.Sigmoid()`."
+)
+HINT_MSE_SHAPES = (
+    "Give the output and the target the same shape: `loss(out.squeeze(-1), y)` or `loss(out, y.view_as(out))`."
+)
+HINT_MSE_LABELS = (
+    "For class labels use `nn.CrossEntropyLoss()` with one output per class (or `nn.BCEWithLogitsLoss()` for 0/1 "
+    "labels); MSE on class indices orders the classes. If the targets are counts or ratings, MSE is fine and this "
+    "warning does not apply."
+)
+HINT_NONFINITE = "Find where the NaN/inf comes from with `{rerun}`."
+HINT_NO_GRADIENT = (
+    "Compute the loss from the model output with differentiable ops only: no `.detach()`, `.item()`, `.numpy()`, "
+    "`.data`, `round()`, `argmax()` or comparisons between the output and the loss."
+)
+HINT_MIXES_BATCH = (
+    "Look for a reduction over the batch dim inside the loss: `log_softmax(logits, dim=0)` / `softmax(..., dim=0)` "
+    "instead of `dim=1` (or `dim=-1`), a normalisation by batch statistics (`out / out.sum(0)`, `out - out.mean(0)`), "
+    "a `sum(0)` before the per-sample term. If the loss couples samples on purpose (contrastive, in-batch negatives, "
+    "ranking), set `isolation = false` under [tool.nncheck.probes.loss-function] in pyproject.toml."
+)
+NOTE_REDUCTION_SUM = (
+    "{losses} uses reduction='sum': the gradient grows with the batch size, so the learning rate must shrink when "
+    "the batch grows (or use reduction='mean')."
+)
+
+
+def _producer(origin: str | None, squashing_module: str | None, default: str) -> str:
+    """How a hint names what squashed the output: the module, the functional call, or ``default``."""
+    if squashing_module:
+        return f"`{squashing_module}`"
+    if origin:
+        return f"the `{origin}` call on the output"
+    return default
+
+
+def _also_warnings(f: Findings) -> None:
+    """Mark the warnings of a failing result as such, so that "this warning" in their hints reads right."""
+    if f.status is Status.FAIL:
+        f.items = [
+            Finding(i.status, f"also (warning) {i.message}", f"Also (warning): {i.hint}")
+            if i.status is Status.WARN
+            else i
+            for i in f.items
+        ]
+
+
+# ---------------------------------------------------------------------------------------------- measure
 @dataclass
 class Call:
     name: str
@@ -93,43 +211,64 @@ def class_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class Evidence:
-    """What the loss functions received over the probed batches."""
+class LossCall:
+    """Numbers about one call of a torch loss function (None: not measured for this loss or input)."""
 
-    calls: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # loss name -> per call facts
-    errors: list[str] = field(default_factory=list)
-    zero_grad_batches: int = 0
-    nonfinite_grad_batches: int = 0  # NaN/inf in dLoss/d output: a numerics problem, not a missing gradient
-    no_grad_path: bool = False
-    batches: int = 0
+    reduction: str = "mean"
+    origin: str | None = None  # the op that produced the input, looking through reshapes and casts
+    lo: float | None = None  # input min / max
+    hi: float | None = None
+    row_sum_err: float | None = None  # CE / NLL: max |row sum - 1| over the class rows
+    lse_err: float | None = None  # CE / NLL: max |logsumexp| of a row
+    shapes: list[list[int]] | None = None  # MSE: [input shape, target shape]
+    labels: list[int] | None = None  # MSE: the target's distinct values when all integral (at most max_labels + 1)
 
 
-def facts_of(name: str, args: dict[str, Any], rec: Recorder) -> dict[str, Any]:
+def loss_call(name: str, args: dict[str, Any], rec: Recorder, max_labels: int) -> LossCall:
     """Numbers about one loss call's input and target."""
     x, y = args.get("input"), args.get("target")
-    f: dict[str, Any] = {"reduction": args.get("reduction", "mean"), "origin": None}
+    c = LossCall(reduction=args.get("reduction", "mean"))
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        return f
+        return c
     x = x.detach().double()
-    f["origin"] = rec.origin(args["input"])
-    f["min"], f["max"] = float(x.min()), float(x.max())
+    c.origin = rec.origin(args["input"])
+    c.lo, c.hi = float(x.min()), float(x.max())
     if name in ("cross_entropy", "nll_loss") and x.dim() >= 1 and (x.dim() == 1 or x.shape[1] >= 2):
         rows = class_rows(x)
-        f["row_sum_err"] = float((rows.sum(-1) - 1).abs().max())
-        f["lse_err"] = float(rows.logsumexp(-1).abs().max())
+        c.row_sum_err = float((rows.sum(-1) - 1).abs().max())
+        c.lse_err = float(rows.logsumexp(-1).abs().max())
     if name == "mse_loss" and isinstance(y, torch.Tensor):
-        f["shapes"] = [list(x.shape), list(y.shape)]
+        c.shapes = [list(x.shape), list(y.shape)]
         yd = y.detach().double()
         integral = bool((yd == yd.round()).all()) and yd.numel() > 0
-        f["labels"] = sorted({int(v) for v in yd.unique()[: MAX_LABEL_VALUES + 1].tolist()}) if integral else None
-    return f
+        c.labels = sorted({int(v) for v in yd.unique()[: max_labels + 1].tolist()}) if integral else None
+    return c
 
 
-def collect(ctx: Context, batches: list[Any]) -> tuple[Evidence, str | None]:
-    """Run forward + loss on each batch under the recorder; probe the loss's gradient w.r.t. the output."""
-    ev = Evidence()
-    model = without_dropout(ctx.fresh_model(train=True))
-    last_module: str | None = None
+@dataclass
+class Measurement:
+    """What the loss functions received over the probed batches, and how the loss's gradient behaves."""
+
+    loss: str
+    loss_kind: str
+    rerun_numerics: str  # the command that runs the numerics and data probes on this setup
+    calls: dict[str, list[LossCall]] = field(default_factory=dict)  # torch loss function name -> its calls
+    errors: list[str] = field(default_factory=list)  # the loss raised
+    batches: int = 0
+    zero_grad_batches: int = 0
+    nonfinite_grad_batches: int = 0  # NaN/inf in dLoss/d output: a numerics problem, not a missing gradient
+    no_grad_path: bool = False  # the loss does not require grad at all
+    squashing_module: str | None = None  # `model[3]` when a Softmax / Sigmoid module produces the output
+    isolation_measured: bool = False
+    isolation_change: float | None = None  # None: could not be measured
+
+
+def measure(ctx: Context, p: Params) -> Measurement:
+    """Run forward + loss on each batch under the recorder, probe the loss's gradient w.r.t. the output, then (on
+    the first batch) the loss's isolation between samples."""
+    batches = ctx.batches(p.batches)
+    m = Measurement(ctx.loss_name, ctx.loss_kind, ctx.rerun("numerics", "data"))
+    model = ctx.fresh_model(train=True, dropout=False)
     for k, b in enumerate(batches):
         ctx.check_time()
         rec = Recorder()
@@ -142,19 +281,23 @@ def collect(ctx: Context, batches: list[Any]) -> tuple[Evidence, str | None]:
             try:
                 ctx.loss(out, y)
             except Exception as e:  # e.g. BCELoss on values outside [0, 1] raises on CPU
-                ev.errors.append(f"batch {k}: {type(e).__name__}: {str(e).splitlines()[0]}")
+                m.errors.append(f"batch {k}: {type(e).__name__}: {str(e).splitlines()[0]}")
         for call in rec.calls:
             if call.name in LOSSES:
-                ev.calls.setdefault(call.name, []).append(facts_of(call.name, bound(call), rec))
+                m.calls.setdefault(call.name, []).append(loss_call(call.name, bound(call), rec, p.max_label_values))
         if k == 0:
-            name = _last_module(ctx, model, b, out)
-            last_module = code_path(name, model) if name else None
-        _gradient_probe(ctx, out, y, ev)
-        ev.batches += 1
-    return ev, last_module
+            name = _squashing_module(ctx, model, b, out)
+            m.squashing_module = code_path(name, model) if name else None
+        _gradient_probe(ctx, out, y, m)
+        m.batches += 1
+    if p.isolation and batches:
+        ctx.check_time()
+        m.isolation_measured = True
+        m.isolation_change = isolation_change(ctx, batches[0], ISOLATION_NOISE)
+    return m
 
 
-def _last_module(ctx: Context, model: nn.Module, batch: Any, out: Any) -> str | None:
+def _squashing_module(ctx: Context, model: nn.Module, batch: Any, out: Any) -> str | None:
     """Qualified name of the squashing module (Softmax, Sigmoid...) that produces the model output, if one does."""
     t = out if isinstance(out, torch.Tensor) else first_tensor(out)
     if t is None:
@@ -165,7 +308,7 @@ def _last_module(ctx: Context, model: nn.Module, batch: Any, out: Any) -> str | 
     return None
 
 
-def _gradient_probe(ctx: Context, out: Any, y: Any, ev: Evidence) -> None:
+def _gradient_probe(ctx: Context, out: Any, y: Any, m: Measurement) -> None:
     """Does the loss have a non-zero gradient w.r.t. the model output?"""
     leaves: list[torch.Tensor] = []
 
@@ -181,16 +324,16 @@ def _gradient_probe(ctx: Context, out: Any, y: Any, ev: Evidence) -> None:
         try:
             loss = ctx.loss(out_leaf, y)
         except Exception:
-            return  # reported by collect()
+            return  # reported by measure()
         if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            ev.no_grad_path = True
-            ev.zero_grad_batches += 1
+            m.no_grad_path = True
+            m.zero_grad_batches += 1
             return
         grads = torch.autograd.grad(loss.sum(), leaves, allow_unused=True)
     if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
-        ev.nonfinite_grad_batches += 1  # NaN > 0 is False: without this a NaN gradient would count as zero
+        m.nonfinite_grad_batches += 1  # NaN > 0 is False: without this a NaN gradient would count as zero
     elif all(g is None or not bool(g.abs().gt(0).any()) for g in grads):
-        ev.zero_grad_batches += 1
+        m.zero_grad_batches += 1
 
 
 def _sample_grad(ctx: Context, out: Any, y: Any, n: int, noise: float | None) -> torch.Tensor | None:
@@ -232,7 +375,7 @@ def isolation_change(ctx: Context, batch: Any, noise: float) -> float | None:
     n = ctx.batch_size(batch)
     if n < 2:
         return None
-    model = without_dropout(ctx.fresh_model(train=True))
+    model = ctx.fresh_model(train=True, dropout=False)
     with torch.no_grad():
         out, y = ctx.forward(model, batch)
     g0 = _sample_grad(ctx, out, y, n, None)
@@ -245,77 +388,136 @@ def isolation_change(ctx: Context, batch: Any, noise: float) -> float | None:
     return float((g1 - g0).norm()) / norm
 
 
-# ---------------------------------------------------------------------------------------------- rules
-def _all(facts: list[dict[str, Any]], key: str, pred: Any) -> bool:
-    vals = [f.get(key) for f in facts]
-    return bool(vals) and all(v is not None and pred(v) for v in vals)
+# ---------------------------------------------------------------------------------------------- judge
+def _values(calls: list[LossCall], key: str, missing: float) -> list[float]:
+    """One number per call (``missing`` where the call has none)."""
+    return [missing if (v := getattr(c, key)) is None else v for c in calls]
 
 
-def _origin(facts: list[dict[str, Any]]) -> str | None:
-    return next((f["origin"] for f in facts if f.get("origin")), None)
+def _all_below(calls: list[LossCall], key: str, tol: float) -> bool:
+    """Every call has the number and it is below ``tol``."""
+    vals = [getattr(c, key) for c in calls]
+    return bool(vals) and all(v is not None and v < tol for v in vals)
 
 
-def _producer(origin: str | None, last_module: str | None, default: str) -> str:
-    if last_module:
-        return f"`{last_module}`"
-    if origin:
-        return f"the `{origin}` call on the output"
-    return default
+def _origin(calls: list[LossCall]) -> str | None:
+    return next((c.origin for c in calls if c.origin), None)
 
 
-@dataclass(frozen=True)
-class Params:
-    """Parameters of loss-function (`[tool.nncheck.probes.loss-function]`)."""
+def judge(m: Measurement, p: Params) -> Findings:
+    """Each loss function's rule on what it received, then the gradient, the isolation and the reduction."""
+    f = Findings(
+        measured={
+            "loss": m.loss,
+            "loss_kind": m.loss_kind,
+            "loss_calls": sorted(m.calls),
+            "batches": m.batches,
+            "squashing_module": m.squashing_module,
+        }
+    )
+    squash = m.squashing_module
+    if m.errors:
+        f.measured["loss_errors"] = m.errors
+        f.fail(f"the loss raised on a later batch: {m.errors[0]}", HINT_LOSS_ERROR)
 
-    batches: int = param(
-        4, fast=1, source="Batches whose loss calls are recorded (the first one is enough for the fast budget)."
-    )
-    simplex_tol: float = param(
-        0.001,
-        source=(
-            "Thresholds. Rows of a cross-entropy / NLL input that sum to 1 within this tolerance (all >= 0) are "
-            "probabilities, and rows whose logsumexp is 0 within it are log-probabilities. float32 softmax rows "
-            "sum to 1 within ~1e-6; raw logits of a freshly initialised model never do (measured on examples/ and "
-            "checks/: |logsumexp| > 0.5 for every logit row)."
-        ),
-    )
-    nll_logprob_tol: float = param(
-        0.1,
-        source=(
-            "An NLL input whose rows have |logsumexp| above this is not log-probabilities (raw scores fed to NLLLoss)."
-        ),
-    )
-    sigmoid_min_spread: float = param(
-        0.01,
-        source=(
-            "Outputs fed to BCEWithLogits that all lie strictly in (0, 1) with at least this spread look like "
-            "probabilities when no sigmoid call was seen (raw logits of a fresh model straddle 0 on every example "
-            "of examples/)."
-        ),
-    )
-    max_label_values: int = param(
-        100,
-        source=(
-            "Integral MSE targets with at most this many distinct values look like class labels (CIFAR-100 has 100)."
-        ),
-    )
-    isolation: bool = param(
-        True,
-        source="Run the loss-isolation check (off for losses that couple samples on purpose: contrastive, triplet).",
-    )
-    isolation_tol: float = param(
-        0.0001,
-        source=(
-            "Loss isolation: dLoss/d output_i must not change when the outputs of the other samples j != i "
-            "change, for any loss that is a mean (or sum) of per-sample terms; it does change when the loss mixes "
-            "the batch (log_softmax(dim=0) in a hand-written CE: .notes/heldout/b_loss_softmax_over_batch.py). "
-            "Measured (relative change of sample 0's gradient, other outputs moved by 0.5 x their std): exactly 0 "
-            "on every correct file of checks/ + examples/ and the held-out a_*.py (CE, BCE, MSE, NLL, Poisson, "
-            "VAE, LM losses), 0.017-0.030 on checks/lf_softmax_over_batch.py. 1e-4 leaves float32 rounding "
-            "(~1e-7) three decades of room. Contrastive / in-batch-negative losses couple samples on purpose: "
-            "`isolation = false` in [tool.nncheck.probes.loss-function]."
-        ),
-    )
+    if ce := m.calls.get("cross_entropy", []):
+        err, lo = max(_values(ce, "row_sum_err", 1.0)), min(_values(ce, "lo", 0.0))
+        f.measured.update(ce_row_sum_err=err, ce_input_min=lo)
+        f.expected["ce_input"] = "raw logits (rows not a probability simplex)"
+        if _all_below(ce, "row_sum_err", p.simplex_tol) and lo >= 0:
+            f.fail(
+                f"double softmax: cross-entropy receives probabilities (every row sums to 1 within {err:.1e}, "
+                f"min {lo:.3g})",
+                HINT_DOUBLE_SOFTMAX.format(who=_producer(_origin(ce), squash, "the softmax")),
+            )
+        elif _all_below(ce, "lse_err", p.simplex_tol):
+            f.note(NOTE_CE_ON_LOG_PROBS)
+
+    if nll := m.calls.get("nll_loss", []):
+        lse = max(_values(nll, "lse_err", 0.0))
+        f.measured["nll_logsumexp_err"] = lse
+        f.expected["nll_logsumexp_err_max"] = p.nll_logprob_tol
+        if lse > p.nll_logprob_tol:
+            probs = _all_below(nll, "row_sum_err", p.simplex_tol)
+            what = "probabilities (rows sum to 1)" if probs else "raw scores (rows are not log-probabilities)"
+            f.fail(f"NLL loss receives {what}: max |logsumexp| of a row = {lse:.3g}, expected 0", HINT_NLL)
+
+    if bcel := m.calls.get("binary_cross_entropy_with_logits", []):
+        lo, hi, origin = min(_values(bcel, "lo", -1.0)), max(_values(bcel, "hi", 2.0)), _origin(bcel)
+        f.measured.update(bce_logits_input_min=lo, bce_logits_input_max=hi, bce_logits_input_op=origin)
+        f.expected["bce_logits_input"] = "raw logits (not a sigmoid's output)"
+        hint = HINT_DOUBLE_SIGMOID.format(who=_producer(origin, squash, "the sigmoid"))
+        if origin in SIGMOID_OPS:
+            f.fail(f"BCE-with-logits receives a `{origin}` output (values in [{lo:.3g}, {hi:.3g}])", hint)
+        elif lo > 0 and hi < 1 and hi - lo >= p.sigmoid_min_spread:
+            f.warn(f"BCE-with-logits receives values all in (0, 1) ([{lo:.3g}, {hi:.3g}]): probabilities?", hint)
+
+    if bce := m.calls.get("binary_cross_entropy", []):
+        lo, hi, origin = min(_values(bce, "lo", 0.0)), max(_values(bce, "hi", 1.0)), _origin(bce)
+        f.measured.update(bce_input_min=lo, bce_input_max=hi, bce_input_op=origin)
+        f.expected["bce_input"] = "probabilities in [0, 1] (a sigmoid's output)"
+        if lo < 0 or hi > 1:
+            f.fail(f"BCE receives values outside [0, 1] ([{lo:.3g}, {hi:.3g}])", HINT_BCE)
+        elif origin in AFFINE_OPS:
+            f.fail(
+                f"BCE receives raw logits straight from a `{origin}` (values [{lo:.3g}, {hi:.3g}] happen to lie in "
+                "[0, 1] now; training will push them out and the loss will crash or give NaN)",
+                HINT_BCE,
+            )
+
+    if mse := m.calls.get("mse_loss", []):
+        shapes = next((c.shapes for c in mse if c.shapes and c.shapes[0] != c.shapes[1]), None)
+        if shapes:
+            f.measured["mse_shapes"] = shapes
+            f.expected["mse_shapes"] = "output and target of the same shape"
+            f.fail(
+                f"MSE broadcasts an output of shape {tuple(shapes[0])} against a target of shape {tuple(shapes[1])}",
+                HINT_MSE_SHAPES,
+            )
+        labels = [c.labels for c in mse]
+        values = sorted({v for ls in labels if ls for v in ls})
+        if all(ls is not None for ls in labels) and 2 <= len(values) <= p.max_label_values and values[0] >= 0:
+            f.measured["mse_target_values"] = values[:20]
+            f.warn(
+                f"MSE on integral targets with {len(values)} distinct values ({values[:6]}...): class labels?",
+                HINT_MSE_LABELS,
+            )
+
+    f.measured.update(zero_grad_batches=m.zero_grad_batches, nonfinite_grad_batches=m.nonfinite_grad_batches)
+    f.expected["zero_grad_batches"] = 0
+    if m.nonfinite_grad_batches:
+        f.expected["nonfinite_grad_batches"] = 0
+        f.warn(
+            f"the loss's gradient w.r.t. the output is NaN/inf on {m.nonfinite_grad_batches} of {m.batches} batches: "
+            "a numerics problem (log of 0, division by 0, NaN in the data), not a wrong loss",
+            HINT_NONFINITE.format(rerun=m.rerun_numerics),
+        )
+    if m.zero_grad_batches and m.zero_grad_batches == m.batches - m.nonfinite_grad_batches:
+        why = "is not connected to the output" if m.no_grad_path else "has a zero gradient w.r.t. the output"
+        finite = " with a finite gradient" if m.nonfinite_grad_batches else ""
+        f.fail(
+            f"the loss {why} on all {m.zero_grad_batches} batches{finite}: training cannot change the model",
+            HINT_NO_GRADIENT,
+        )
+
+    if m.isolation_measured:
+        change = m.isolation_change
+        f.measured["isolation_change"] = change
+        if change is not None:
+            f.expected["isolation_change_max"] = p.isolation_tol
+            if change > p.isolation_tol:
+                f.fail(
+                    f"the loss mixes the samples of a batch: the gradient w.r.t. sample 0's output changed by "
+                    f"{change:.3g} (relative) when only the OTHER samples' outputs changed (0 for a per-sample loss "
+                    "averaged over the batch)",
+                    HINT_MIXES_BATCH,
+                )
+
+    if sums := sorted({n for n, calls in m.calls.items() for c in calls if c.reduction == "sum"}):
+        f.measured["reduction_sum"] = sums
+        f.note(NOTE_REDUCTION_SUM.format(losses=", ".join(LOSSES[n] for n in sums)))
+    _also_warnings(f)
+    return f
 
 
 @probe("loss-function", title="Loss function fits the outputs", order=90, params=Params)
@@ -323,22 +525,25 @@ def loss_function(ctx: Context, p: Params) -> Result:
     """Checks that the loss receives what it expects and that its gradient reaches the model output.
 
     What it does:
-        Runs forward + loss on the first `batches` batches (train mode, dropout off) under a
+        Runs forward + loss on the first {batches} batches (train mode, dropout off) under a
         `torch.overrides.TorchFunctionMode` that records every torch call: which loss functions run
         (`cross_entropy`, `nll_loss`, `binary_cross_entropy[_with_logits]`, `mse_loss`, also inside a user loss),
         what they receive, their `reduction`, and which op produced their input (e.g. a `sigmoid`). Then:
-        - cross-entropy on rows that are a probability simplex (>= 0, sum to 1): fail (double softmax);
-          on log-probabilities (logsumexp = 0): pass with a note (log_softmax is idempotent, so it is harmless);
-        - NLL on probabilities or on raw scores (logsumexp != 0): fail (NLLLoss expects log_softmax outputs);
-        - BCE-with-logits on a sigmoid's output: fail; on values all in (0, 1) with no sigmoid seen: warn;
+        - cross-entropy on rows that are a probability simplex (>= 0, sum to 1 within {simplex_tol}): fail (double
+          softmax); on log-probabilities (logsumexp = 0): pass with a note (log_softmax is idempotent, so it is
+          harmless);
+        - NLL on probabilities or on raw scores (a row's |logsumexp| > {nll_logprob_tol}): fail (NLLLoss expects
+          log_softmax outputs);
+        - BCE-with-logits on a sigmoid's output: fail; on values all in (0, 1) (spread >= {sigmoid_min_spread})
+          with no sigmoid seen: warn;
         - BCE (no logits) on values outside [0, 1], or made directly by a Linear / Conv (raw logits): fail;
         - MSE with a target of another shape than the output (broadcasting): fail; MSE on integral targets
-          with few values (class labels): warn;
+          with few values (at most {max_label_values}: class labels): warn;
         - a loss with no gradient w.r.t. the output (detached, `.item()`, `round`, `argmax`): fail; a NaN/inf
           gradient is counted apart: warn, pointing at `--only numerics`;
-        - loss isolation: on the first batch, the outputs of samples 1..N-1 are moved (0.5 std) and the gradient
-          w.r.t. sample 0's output must not change (it cannot for a mean of per-sample terms): fail when it
-          changes by more than `isolation_tol` (e.g. `log_softmax(logits, dim=0)` in a hand-written CE);
+        - loss isolation ({isolation}): on the first batch, the outputs of samples 1..N-1 are moved (0.5 std) and
+          the gradient w.r.t. sample 0's output must not change (it cannot for a mean of per-sample terms): fail
+          when it changes by more than {isolation_tol} (e.g. `log_softmax(logits, dim=0)` in a hand-written CE);
           contrastive losses couple samples on purpose: `isolation = false`;
         - `reduction="sum"`: a note.
         A loss that returns a non-scalar is already rejected when the setup loads.
@@ -354,9 +559,12 @@ def loss_function(ctx: Context, p: Params) -> Result:
         the right learning rate depends on it.
 
     Thresholds:
-        simplex_tol = 1e-3 (float32 softmax rows sum to 1 within ~1e-6); nll_logprob_tol = 0.1;
-        sigmoid_min_spread = 0.01; max_label_values = 100; isolation_tol = 1e-4 (relative change; exactly 0
-        measured on every correct setup, 0.017-0.03 for log_softmax over the batch).
+        {simplex_tol} (float32 softmax rows sum to 1 within ~1e-7);
+        {nll_logprob_tol};
+        {sigmoid_min_spread};
+        {max_label_values};
+        {isolation_tol} (relative change; exactly 0 measured on every correct setup, 0.017-0.03 for
+        log_softmax over the batch).
 
     How to fix:
         Return raw logits from the model and let the loss apply softmax / sigmoid (apply them at inference
@@ -364,195 +572,11 @@ def loss_function(ctx: Context, p: Params) -> Result:
         use `nn.CrossEntropyLoss` for class labels; compute the loss from the output with differentiable ops.
 
     Example:
-        A classifier ending in `nn.Softmax(dim=1)` trained with `nn.CrossEntropyLoss()`: fail, measured row sums
-        1.000000 (a probability simplex), expected raw logits; hint: remove `model.3` (Softmax).
+        `nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.Softmax(dim=1))` trained with
+        `nn.CrossEntropyLoss()`: fail, "double softmax: cross-entropy receives probabilities (every row sums to 1
+        within 1.3e-07, min 0.108)", expected raw logits; hint: "Remove `model[3]`: CrossEntropyLoss applies
+        log_softmax itself. ..."
     """
-    batches = ctx.batches(p.batches)
-    ev, last = collect(ctx, batches)
-    measured: dict[str, Any] = {
-        "loss": ctx.loss_name,
-        "loss_kind": ctx.loss_kind,
-        "loss_calls": sorted(ev.calls),
-        "batches": ev.batches,
-        "squashing_module": last,
-    }
-    expected: dict[str, Any] = {}
-    fails: list[tuple[str, str]] = []  # (message, hint)
-    warns: list[tuple[str, str]] = []
-    notes: list[str] = []
-    tol = p.simplex_tol
-
-    if ev.errors:
-        measured["loss_errors"] = ev.errors
-        fails.append(
-            (
-                f"the loss raised on a later batch: {ev.errors[0]}",
-                "Fix the loss input: see the error above (BCELoss needs values in [0, 1]: use "
-                "`nn.BCEWithLogitsLoss()` on raw outputs).",
-            )
-        )
-
-    ce = ev.calls.get("cross_entropy", [])
-    if ce:
-        measured["ce_row_sum_err"] = max((f.get("row_sum_err", 1.0) for f in ce), default=None)
-        measured["ce_input_min"] = min(f.get("min", 0.0) for f in ce)
-        expected["ce_input"] = "raw logits (rows not a probability simplex)"
-        origin = _origin(ce)
-        if _all(ce, "row_sum_err", lambda v: v < tol) and measured["ce_input_min"] >= 0:
-            who = _producer(origin, last, "the softmax")
-            fails.append(
-                (
-                    f"double softmax: cross-entropy receives probabilities (every row sums to 1 within "
-                    f"{measured['ce_row_sum_err']:.1e}, min {measured['ce_input_min']:.3g})",
-                    f"Remove {who}: CrossEntropyLoss applies log_softmax itself. Return raw logits "
-                    "(`return self.head(h)`) and apply `torch.softmax(logits, dim=1)` only at inference.",
-                )
-            )
-        elif _all(ce, "lse_err", lambda v: v < tol):
-            notes.append(
-                "cross-entropy receives log-probabilities (log_softmax outputs): harmless, since log_softmax is "
-                "idempotent, but redundant: drop the log_softmax or use `nn.NLLLoss()`."
-            )
-
-    nll = ev.calls.get("nll_loss", [])
-    if nll:
-        lse = max((f.get("lse_err", 0.0) for f in nll), default=0.0)
-        measured["nll_logsumexp_err"] = lse
-        expected["nll_logsumexp_err_max"] = p.nll_logprob_tol
-        if lse > p.nll_logprob_tol:
-            probs = _all(nll, "row_sum_err", lambda v: v < tol)
-            what = "probabilities (rows sum to 1)" if probs else "raw scores (rows are not log-probabilities)"
-            fails.append(
-                (
-                    f"NLL loss receives {what}: max |logsumexp| of a row = {lse:.3g}, expected 0",
-                    "NLLLoss expects log-probabilities: end the model with `nn.LogSoftmax(dim=1)` "
-                    "(or `torch.log_softmax(logits, dim=1)`), or use `nn.CrossEntropyLoss()` on raw logits.",
-                )
-            )
-
-    bcel = ev.calls.get("binary_cross_entropy_with_logits", [])
-    if bcel:
-        lo, hi = min(f.get("min", -1.0) for f in bcel), max(f.get("max", 2.0) for f in bcel)
-        origin = _origin(bcel)
-        measured.update({"bce_logits_input_min": lo, "bce_logits_input_max": hi, "bce_logits_input_op": origin})
-        expected["bce_logits_input"] = "raw logits (not a sigmoid's output)"
-        hint = (
-            f"Remove {_producer(origin, last, 'the sigmoid')}: BCEWithLogitsLoss applies the sigmoid itself. "
-            "Return raw logits and apply `torch.sigmoid(logits)` only at inference."
-        )
-        if origin in SIGMOID_OPS:
-            fails.append((f"BCE-with-logits receives a `{origin}` output (values in [{lo:.3g}, {hi:.3g}])", hint))
-        elif lo > 0 and hi < 1 and hi - lo >= p.sigmoid_min_spread:
-            warns.append(
-                (f"BCE-with-logits receives values all in (0, 1) ([{lo:.3g}, {hi:.3g}]): probabilities?", hint)
-            )
-
-    bce = ev.calls.get("binary_cross_entropy", [])
-    if bce:
-        lo, hi = min(f.get("min", 0.0) for f in bce), max(f.get("max", 1.0) for f in bce)
-        origin = _origin(bce)
-        measured.update({"bce_input_min": lo, "bce_input_max": hi, "bce_input_op": origin})
-        expected["bce_input"] = "probabilities in [0, 1] (a sigmoid's output)"
-        hint = (
-            "BCELoss expects probabilities: train on raw logits with `nn.BCEWithLogitsLoss()` (numerically "
-            "stable), or end the model with `nn.Sigmoid()`."
-        )
-        if lo < 0 or hi > 1:
-            fails.append((f"BCE receives values outside [0, 1] ([{lo:.3g}, {hi:.3g}])", hint))
-        elif origin in AFFINE_OPS:
-            fails.append(
-                (
-                    f"BCE receives raw logits straight from a `{origin}` (values [{lo:.3g}, {hi:.3g}] happen to "
-                    "lie in [0, 1] now; training will push them out and the loss will crash or give NaN)",
-                    hint,
-                )
-            )
-
-    mse = ev.calls.get("mse_loss", [])
-    if mse:
-        shapes = next((f["shapes"] for f in mse if f.get("shapes") and f["shapes"][0] != f["shapes"][1]), None)
-        labels = [f.get("labels") for f in mse]
-        if shapes:
-            measured["mse_shapes"] = shapes
-            expected["mse_shapes"] = "output and target of the same shape"
-            fails.append(
-                (
-                    f"MSE broadcasts an output of shape {tuple(shapes[0])} against a target of shape "
-                    f"{tuple(shapes[1])}",
-                    "Give the output and the target the same shape: `loss(out.squeeze(-1), y)` or "
-                    "`loss(out, y.view_as(out))`.",
-                )
-            )
-        values = sorted({v for ls in labels if ls for v in ls})
-        if all(ls is not None for ls in labels) and 2 <= len(values) <= p.max_label_values and values[0] >= 0:
-            measured["mse_target_values"] = values[:20]
-            warns.append(
-                (
-                    f"MSE on integral targets with {len(values)} distinct values ({values[:6]}...): class labels?",
-                    "For class labels use `nn.CrossEntropyLoss()` with one output per class (or "
-                    "`nn.BCEWithLogitsLoss()` for 0/1 labels); MSE on class indices orders the classes. If the "
-                    "targets are counts or ratings, MSE is fine and this warning does not apply.",
-                )
-            )
-
-    measured["zero_grad_batches"] = ev.zero_grad_batches
-    expected["zero_grad_batches"] = 0
-    measured["nonfinite_grad_batches"] = ev.nonfinite_grad_batches
-    if ev.nonfinite_grad_batches:
-        expected["nonfinite_grad_batches"] = 0
-        warns.append(
-            (
-                f"the loss's gradient w.r.t. the output is NaN/inf on {ev.nonfinite_grad_batches} of {ev.batches} "
-                "batches: a numerics problem (log of 0, division by 0, NaN in the data), not a wrong loss",
-                f"Find where the NaN/inf comes from with `nncheck run {ctx.setup.path} --only numerics,data`.",
-            )
-        )
-    if ev.batches and ev.zero_grad_batches == ev.batches - ev.nonfinite_grad_batches and ev.zero_grad_batches:
-        why = "is not connected to the output" if ev.no_grad_path else "has a zero gradient w.r.t. the output"
-        fails.append(
-            (
-                f"the loss {why} on all {ev.zero_grad_batches} batches"
-                f"{' with a finite gradient' if ev.nonfinite_grad_batches else ''}: training cannot change the model",
-                "Compute the loss from the model output with differentiable ops only: no `.detach()`, `.item()`, "
-                "`.numpy()`, `.data`, `round()`, `argmax()` or comparisons between the output and the loss.",
-            )
-        )
-
-    if p.isolation and batches:
-        ctx.check_time()
-        change = isolation_change(ctx, batches[0], ISOLATION_NOISE)
-        measured["isolation_change"] = change
-        if change is not None:
-            expected["isolation_change_max"] = p.isolation_tol
-        if change is not None and change > p.isolation_tol:
-            fails.append(
-                (
-                    f"the loss mixes the samples of a batch: the gradient w.r.t. sample 0's output changed by "
-                    f"{change:.3g} (relative) when only the OTHER samples' outputs changed (0 for a per-sample "
-                    "loss averaged over the batch)",
-                    "Look for a reduction over the batch dim inside the loss: `log_softmax(logits, dim=0)` / "
-                    "`softmax(..., dim=0)` instead of `dim=1` (or `dim=-1`), a normalisation by batch statistics "
-                    "(`out / out.sum(0)`, `out - out.mean(0)`), a `sum(0)` before the per-sample term. If the loss "
-                    "couples samples on purpose (contrastive, in-batch negatives, ranking), set `isolation = false` "
-                    "under [tool.nncheck.probes.loss-function] in pyproject.toml.",
-                )
-            )
-
-    sums = sorted({n for n, fs in ev.calls.items() for f in fs if f.get("reduction") == "sum"})
-    if sums:
-        measured["reduction_sum"] = sums
-        notes.append(
-            f"{', '.join(LOSSES[n] for n in sums)} uses reduction='sum': the gradient grows with the batch size, so "
-            "the learning rate must shrink when the batch grows (or use reduction='mean')."
-        )
-
-    kw: dict[str, Any] = {"measured": measured, "expected": expected, "notes": notes}
-    if fails:
-        # warnings joined to a fail are marked as such, so "this warning" in their hints reads right
-        message = "; ".join(m for m, _ in fails) + "".join(f"; also (warning) {m}" for m, _ in warns)
-        hint = " ".join(h for _, h in fails) + "".join(f" Also (warning): {h}" for _, h in warns)
-        return failed(message, hint=hint, **kw)
-    if warns:
-        return warned("; ".join(m for m, _ in warns), hint=" ".join(h for _, h in warns), **kw)
-    kinds = ", ".join(LOSSES[n] for n in sorted(ev.calls)) or f"a custom loss ({ctx.loss_name})"
-    return passed(f"{kinds} receives outputs of the expected kind and has a gradient w.r.t. them", **kw)
+    m = measure(ctx, p)
+    kinds = ", ".join(LOSSES[n] for n in sorted(m.calls)) or f"a custom loss ({m.loss})"
+    return judge(m, p).result(f"{kinds} receives outputs of the expected kind and has a gradient w.r.t. them")

@@ -4,16 +4,17 @@ first training steps at the user's learning rate; the first module, op and line 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from nncheck.context import Context
+from nncheck.kit import Context, Result, line_plot, param, probe
 from nncheck.probes._locate import (
     Located,
     OpSite,
+    RngState,
     describe_counts,
     fix_hint,
     locate,
@@ -21,13 +22,42 @@ from nncheck.probes._locate import (
     param_path,
     rng_state,
 )
-from nncheck.registry import param, probe
-from nncheck.report import Result, failed, passed
+from nncheck.report import failed, passed
 from nncheck.setup import Batch
 from nncheck.tensors import iter_tensors
 
 # Feature columns / batches named in a data-error message at most.
 MAX_LISTED = 8
+
+
+@dataclass(frozen=True)
+class Params:
+    """Parameters of numerics (`[tool.nncheck.probes.numerics]`)."""
+
+    steps: int = param(
+        10,
+        fast=3,
+        source="Measured on checks/ (seeds 0-2): every setup with a non-finite value shows it at init (step 0) "
+        "except numerics_diverging_sgd.py, which overflows at step 2; the default leaves room for slower divergence, "
+        "the fast value still reaches step 2.",
+    )
+    batches: int = param(
+        4,
+        fast=2,
+        source="The first batches, which the context caches for every probe (no extra data read). Missing values in "
+        "10% of the rows of one feature (checks/numerics_nan_feature.py) show up in a batch of 32 with probability "
+        "1 - 0.9^32 = 97%.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- measurement
+@dataclass
+class DataScan:
+    """Where the batches hold NaN / inf: the first tensor found (batch, part, counts, feature columns)."""
+
+    batches_read: int
+    bad_batches: list[int] = field(default_factory=list)
+    first: dict[str, Any] | None = None
 
 
 def _batch_parts(ctx: Context, batch: Batch) -> list[tuple[str, Any]]:
@@ -45,42 +75,24 @@ def _nan_features(t: torch.Tensor) -> list[int]:
     return torch.nonzero(bad.movedim(1, 0).reshape(t.shape[1], -1).any(dim=1)).flatten().tolist()
 
 
-def _check_data(ctx: Context, batches: list[Batch]) -> Result | None:
-    """A data error when a batch holds NaN / inf: name the batch, the part (inputs / targets) and the features."""
-    bad_batches: list[int] = []
-    first: dict[str, Any] | None = None
+def scan_data(ctx: Context, batches: list[Batch]) -> DataScan:
+    scan = DataScan(len(batches))
     for i, b in enumerate(batches):
         for label, part in _batch_parts(ctx, b):
             for j, t in enumerate(iter_tensors(part)):
                 c = nonfinite_counts(t)
                 if c is None:
                     continue
-                if i not in bad_batches:
-                    bad_batches.append(i)
-                if first is None:
-                    first = {"batch": i, "part": label, "tensor": j, "shape": list(t.shape), **c}
-                    first["features"] = _nan_features(t)[:MAX_LISTED] if label != "targets" else []
-    if first is None:
-        return None
-    feats = first["features"]
-    where = f" in feature column(s) {feats}" if feats else ""
-    tensor = f" (tensor {first['tensor']} of the {first['part']})" if first["tensor"] else ""
-    counts = describe_counts(first)
-    return failed(
-        f"data error: {first['part']} of batch {first['batch']}{tensor} hold non-finite values{where}: {counts}; "
-        f"{len(bad_batches)} of the {len(batches)} batches read are affected",
-        measured={"first": first, "bad_batches": bad_batches[:MAX_LISTED], "batches_read": len(batches)},
-        expected={"nonfinite_values": 0},
-        hint=(
-            "The data holds NaN/inf before the model sees it (missing values not imputed, a division by a zero std "
-            "in normalisation, a failed parse). Impute when building the dataset, e.g. "
-            "`x = torch.nan_to_num(x, nan=0.0)` or fill with the column mean: "
-            "`x = torch.where(torch.isnan(x), torch.nanmean(x, dim=0), x)`; add `assert torch.isfinite(x).all()`."
-        ),
-    )
+                if i not in scan.bad_batches:
+                    scan.bad_batches.append(i)
+                if scan.first is None:
+                    scan.first = {"batch": i, "part": label, "tensor": j, "shape": list(t.shape), **c}
+                    scan.first["features"] = _nan_features(t)[:MAX_LISTED] if label != "targets" else []
+    return scan
 
 
-def _first_bad_parameter(model: nn.Module) -> tuple[str, dict[str, int]] | None:
+def first_nonfinite(model: nn.Module) -> tuple[str, dict[str, int]] | None:
+    """(qualified name, counts) of the first parameter or buffer holding NaN / inf."""
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         c = nonfinite_counts(t)
         if c is not None:
@@ -105,18 +117,118 @@ def _loss_and_output_sum(loss: torch.Tensor, out: Any) -> tuple[float, float]:
     return values[0], sum(values[1:])
 
 
-def _update_failure(model: nn.Module, step: int, lr: float | None, losses: list[float]) -> Result | None:
-    """A fail when optimizer step ``step`` left a parameter non-finite (its gradients were finite)."""
-    bad = None if _finite(list(model.parameters())) else _first_bad_parameter(model)
+@dataclass
+class Trace:
+    """The watched training steps: their losses and, when a value went non-finite, where. ``stage`` is "output",
+    "loss" or "gradient" (of ``step``, replayed on ``batch`` from ``rng``) or "update": optimizer step ``step`` left
+    parameter ``tensor`` non-finite although its gradients were finite."""
+
+    steps: int
+    batches: int
+    lr: float | None
+    losses: list[float] = field(default_factory=list)
+    stage: str = ""
+    step: int = 0
+    batch: Batch = None
+    rng: RngState | None = None
+    tensor: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _bad_update(trace: Trace, model: nn.Module, step: int) -> bool:
+    """Whether optimizer step ``step`` left a parameter non-finite (recorded in ``trace``)."""
+    bad = None if _finite(list(model.parameters())) else first_nonfinite(model)
     if bad is None:
-        return None
-    name, c = param_path(bad[0], model), bad[1]
+        return False
+    trace.stage, trace.step, trace.tensor, trace.counts = "update", step, param_path(bad[0], model), bad[1]
+    return True
+
+
+def watch_training(ctx: Context, model: nn.Module, batches: list[Batch], steps: int) -> Trace:
+    """Train ``model`` for ``steps`` steps at the user's LR, checking the outputs, the loss and the gradients of
+    each step and the parameters after each update; stop at the first non-finite value."""
+    opt = ctx.optimizer(model)
+    lr = opt.param_groups[0].get("lr")
+    trace = Trace(steps, len(batches), float(lr) if isinstance(lr, (int, float)) else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for step in range(steps):
+        ctx.check_time()
+        batch = batches[step % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        rng = rng_state(ctx.device)
+        out, y = ctx.forward(model, batch)
+        loss = ctx.loss(out, y)
+        loss_value, out_sum = _loss_and_output_sum(loss, out)
+        stage = ""
+        if not math.isfinite(out_sum) and not all(nonfinite_counts(t) is None for t in iter_tensors(out)):
+            stage = "output"
+        elif not math.isfinite(loss_value):
+            stage = "loss"
+        else:
+            trace.losses.append(loss_value)
+            if loss.requires_grad:
+                loss.backward()
+            if not _finite([p.grad for p in params if p.grad is not None]):
+                stage = "gradient"
+        if stage:
+            # parameters that went non-finite in the previous update are the cause, not this forward pass
+            if not (step and _bad_update(trace, model, step - 1)):
+                trace.stage, trace.step, trace.batch, trace.rng = stage, step, batch, rng
+            return trace
+        opt.step()
+    _bad_update(trace, model, steps - 1)
+    return trace
+
+
+# ---------------------------------------------------------------------------------------------- wording
+FIX_DATA = (
+    "The data holds NaN/inf before the model sees it (missing values not imputed, a division by a zero std in "
+    "normalisation, a failed parse). Impute when building the dataset, e.g. `x = torch.nan_to_num(x, nan=0.0)` or "
+    "fill with the column mean: `x = torch.where(torch.isnan(x), torch.nanmean(x, dim=0), x)`; add "
+    "`assert torch.isfinite(x).all()`."
+)
+
+
+def data_error(scan: DataScan) -> Result:
+    first = scan.first
+    assert first is not None
+    feats = first["features"]
+    where = f" in feature column(s) {feats}" if feats else ""
+    tensor = f" (tensor {first['tensor']} of the {first['part']})" if first["tensor"] else ""
     return failed(
-        f"parameter `{name}` became non-finite in optimizer step {step} although its gradients were finite: "
-        f"{describe_counts(c)}",
-        measured={"step": step, "stage": "update", "lr": lr, "losses": losses, "tensor": name, "counts": c},
+        f"data error: {first['part']} of batch {first['batch']}{tensor} hold non-finite values{where}: "
+        f"{describe_counts(first)}; {len(scan.bad_batches)} of the {scan.batches_read} batches read are affected",
+        measured={"first": first, "bad_batches": scan.bad_batches[:MAX_LISTED], "batches_read": scan.batches_read},
         expected={"nonfinite_values": 0},
-        hint=f"The update overflowed (lr={lr}): lower the learning rate, clip gradients with "
+        hint=FIX_DATA,
+    )
+
+
+def nonfinite_at_init(name: str, counts: dict[str, int]) -> Result:
+    return failed(
+        f"parameter/buffer `{name}` is non-finite at init: {describe_counts(counts)}",
+        measured={"tensor": name, "counts": counts},
+        expected={"nonfinite_values": 0},
+        hint=f"Initialise `{name}` explicitly, on the module your `model()` returns (e.g. "
+        f"`nn.init.zeros_({name})` / `nn.init.normal_({name}, std=0.02)`): "
+        "a tensor made with `torch.empty` holds whatever was in memory.",
+    )
+
+
+def update_failure(t: Trace) -> Result:
+    return failed(
+        f"parameter `{t.tensor}` became non-finite in optimizer step {t.step} although its gradients were finite: "
+        f"{describe_counts(t.counts)}",
+        measured={
+            "step": t.step,
+            "stage": "update",
+            "lr": t.lr,
+            "losses": t.losses,
+            "tensor": t.tensor,
+            "counts": t.counts,
+        },
+        expected={"nonfinite_values": 0},
+        hint=f"The update overflowed (lr={t.lr}): lower the learning rate, clip gradients with "
         "`torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)`, or raise the optimizer's eps.",
     )
 
@@ -135,12 +247,14 @@ def _at_line(site: OpSite) -> str:
     return f"; at {site.line}" if site.line else ""
 
 
-def _report(stage: str, step: int, found: Located, lr: float | None, measured: dict[str, Any], lr_cmd: str) -> Result:
-    when = _when(step, lr)
+def located_failure(t: Trace, found: Located, lr_cmd: str) -> Result:
+    """The first non-finite output / loss / gradient of the watched steps, with the op that produced it."""
+    stage, when = t.stage, _when(t.step, t.lr)
+    measured: dict[str, Any] = {"step": t.step, "stage": stage, "lr": t.lr, "losses": t.losses}
     diverged = (
         " The model was finite at init and blew up during training: lower the learning rate (run "
         f"`{lr_cmd}`) or clip gradients (`torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)`). "
-        if step > 0
+        if t.step > 0
         else " "
     )
     if found.forward is not None:
@@ -178,38 +292,24 @@ def _report(stage: str, step: int, found: Located, lr: float | None, measured: d
     )
 
 
-@dataclass(frozen=True)
-class Params:
-    """Parameters of numerics (`[tool.nncheck.probes.numerics]`)."""
-
-    steps: int = param(
-        10,
-        fast=3,
-        source=(
-            'Training steps watched at the user\'s LR (issue 5: "a few steps"). Measured on checks/: every '
-            "non-finite setup there is non-finite at init (step 0) except numerics_diverging_sgd.py, which "
-            "overflows at step 2; 10 steps leave room for slower divergence, the fast budget keeps 3."
-        ),
-    )
-    batches: int = param(
-        4,
-        fast=2,
-        source=(
-            "Batches scanned for NaN / inf and cycled over by the steps: the same first batches the other probes "
-            "read (the context caches them), so the data is not read twice. Missing values in 10% of the rows of "
-            "one feature (checks/numerics_nan_feature.py) show up in the first batch of 32 with probability 1 - "
-            "0.9^32 = 97%."
-        ),
+def all_finite_result(t: Trace) -> Result:
+    return passed(
+        f"inputs, outputs, loss and gradients finite over {t.batches} batch(es) and {t.steps} step(s) "
+        f"at lr={t.lr if t.lr is not None else '?'}",
+        measured={"steps": t.steps, "batches": t.batches, "lr": t.lr, "losses": t.losses},
+        expected={"nonfinite_values": 0},
+        series={"loss": line_plot("Loss over the watched steps (user's LR)", {"your optimizer": t.losses})},
     )
 
 
+# ---------------------------------------------------------------------------------------------- probe
 @probe("numerics", title="Finite values (NaN / inf)", order=15, params=Params)
 def numerics(ctx: Context, p: Params) -> Result:
     """Checks that inputs, outputs, the loss and the gradients stay finite (no NaN / inf) in the first steps.
 
     What it does:
-        Scans the first `batches` batches for NaN / inf (a data error, reported with the batch and the feature
-        columns), checks the parameters at init, then trains a fresh copy for `steps` steps at the user's LR,
+        Scans the first {batches} batches for NaN / inf (a data error, reported with the batch and the feature
+        columns), checks the parameters at init, then trains a fresh copy for {steps} steps at the user's LR,
         checking the outputs, the loss and every gradient at each step and the parameters after each update.
         At the first non-finite value it replays that step under a torch function mode that checks every op
         (forward pre/post hooks name the module running it; node hooks watch the backward): it reports the first
@@ -224,8 +324,8 @@ def numerics(ctx: Context, p: Params) -> Result:
         Islam et al. FSE 2019; SageMaker Debugger's `ExplodingTensor` rule).
 
     Thresholds:
-        Any non-finite value fails: there is no acceptable amount. `steps` = 10 (3 with --budget fast):
-        every non-finite setup in checks/ shows it at init except a diverging SGD, which overflows at step 2.
+        Any non-finite value fails: there is no acceptable amount. {steps}: every non-finite setup in checks/
+        shows it at init except a diverging SGD, which overflows at step 2.
 
     How to fix:
         Guard the op the message names: `torch.log(x.clamp_min(1e-8))` or `torch.log1p(x)`,
@@ -240,74 +340,16 @@ def numerics(ctx: Context, p: Params) -> Result:
     """
     steps = max(1, p.steps)
     batches = ctx.batches(min(steps, p.batches))
-    data_error = _check_data(ctx, batches)
-    if data_error is not None:
-        return data_error
+    scan = scan_data(ctx, batches)
+    if scan.first is not None:
+        return data_error(scan)
     model = ctx.fresh_model(train=True)
-    bad_param = _first_bad_parameter(model)
-    if bad_param is not None:
-        name, c = param_path(bad_param[0], model), bad_param[1]
-        return failed(
-            f"parameter/buffer `{name}` is non-finite at init: {describe_counts(c)}",
-            measured={"tensor": name, "counts": c},
-            expected={"nonfinite_values": 0},
-            hint=f"Initialise `{name}` explicitly, on the module your `model()` returns (e.g. "
-            f"`nn.init.zeros_({name})` / `nn.init.normal_({name}, std=0.02)`): "
-            "a tensor made with `torch.empty` holds whatever was in memory.",
-        )
-    opt = ctx.optimizer(model)
-    lr = opt.param_groups[0].get("lr")
-    lr = float(lr) if isinstance(lr, (int, float)) else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    losses: list[float] = []
-    for step in range(steps):
-        ctx.check_time()
-        batch = batches[step % len(batches)]
-        opt.zero_grad(set_to_none=True)
-        rng = rng_state(ctx.device)
-        out, y = ctx.forward(model, batch)
-        loss = ctx.loss(out, y)
-        loss_value, out_sum = _loss_and_output_sum(loss, out)
-        stage = ""
-        if not math.isfinite(out_sum) and not all(nonfinite_counts(t) is None for t in iter_tensors(out)):
-            stage = "output"
-        elif not math.isfinite(loss_value):
-            stage = "loss"
-        else:
-            losses.append(loss_value)
-            if loss.requires_grad:
-                loss.backward()
-            if not _finite([p.grad for p in params if p.grad is not None]):
-                stage = "gradient"
-        if stage:
-            # parameters that went non-finite in the previous update are the cause, not this forward pass
-            bad = _update_failure(model, step - 1, lr, losses) if step else None
-            return bad or _report(
-                stage,
-                step,
-                locate(ctx, model, batch, rng),
-                lr,
-                {"step": step, "stage": stage, "lr": lr, "losses": losses},
-                f"nncheck run {ctx.setup.path} --only learning-rate",
-            )
-        opt.step()
-    bad = _update_failure(model, steps - 1, lr, losses)
+    bad = first_nonfinite(model)
     if bad is not None:
-        return bad
-    return passed(
-        f"inputs, outputs, loss and gradients finite over {len(batches)} batch(es) and {steps} step(s) "
-        f"at lr={lr if lr is not None else '?'}",
-        measured={"steps": steps, "batches": len(batches), "lr": lr, "losses": losses},
-        expected={"nonfinite_values": 0},
-        series={
-            "loss": {
-                "title": "Loss over the watched steps (user's LR)",
-                "xlabel": "step",
-                "ylabel": "loss",
-                "xscale": "linear",
-                "yscale": "linear",
-                "kind": "line",
-                "curves": {"your optimizer": {"x": list(range(len(losses))), "y": losses}},
-            }
-        },
-    )
+        return nonfinite_at_init(param_path(bad[0], model), bad[1])
+    trace = watch_training(ctx, model, batches, steps)
+    if trace.stage == "update":
+        return update_failure(trace)
+    if trace.stage:
+        return located_failure(trace, locate(ctx, model, trace.batch, trace.rng), ctx.rerun("learning-rate"))
+    return all_finite_result(trace)
