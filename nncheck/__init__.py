@@ -52,6 +52,7 @@ def check(
     budget: str | None = None,
     strict: bool | None = None,
     time_budget_s: float | None = None,
+    threads: int | None = None,
     probes: dict[str, dict[str, Any]] | None = None,
     settings: dict[str, Any] | None = None,
     name: str = "<api>",
@@ -73,6 +74,7 @@ def check(
         budget=budget,
         strict=strict,
         time_budget_s=time_budget_s,
+        threads=threads,
         probes=probes,
     )
     return _run(s, config_from, overrides)

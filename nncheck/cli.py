@@ -126,7 +126,11 @@ def main() -> None:
     type=float,
     default=None,
     metavar="SECONDS",
-    help="Time budget of one probe (default 120 s); past it the probe is an error.",
+    help="Wall-clock backstop of one probe (default: 5000 training steps of the setup, at least 60 s); a probe "
+    "stopped by it is skipped as inconclusive.",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads during the run (default: auto)."
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show numbers and notes for passing probes too.")
 @click.option("--color/--no-color", default=None, help="Force colour on or off (default: on a terminal).")
@@ -141,6 +145,7 @@ def run(
     strict: bool | None,
     budget: str | None,
     time_budget_s: float | None,
+    threads: int | None,
     verbose: bool,
     color: bool | None,
 ) -> None:
@@ -168,6 +173,7 @@ def run(
         strict=strict,
         budget=budget,
         time_budget_s=time_budget_s,
+        threads=threads,
     )
     try:  # a wrong probe id on the command line is a usage error (exit 2), named before anything runs
         validate(given(overrides), "command line")

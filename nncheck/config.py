@@ -1,7 +1,7 @@
 """One Config from three sources: defaults < ``[tool.nncheck]`` in pyproject.toml < CLI / API arguments.
 
 ``[tool.nncheck]`` keys: ``only``, ``skip``, ``seed``, ``device``, ``strict``, ``budget``, ``time_budget_s``,
-and per-probe tables ``[tool.nncheck.probes.<probe-id>]`` whose keys are that probe's parameters
+``threads``, and per-probe tables ``[tool.nncheck.probes.<probe-id>]`` whose keys are that probe's parameters
 (``nncheck explain <id>`` lists them). A setup file may carry a ``nncheck = {...}`` dict with the same keys;
 it applies to that setup only and sits between pyproject and the command line.
 Unknown keys and probe ids are errors that name the nearest valid one.
@@ -22,11 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 BUDGETS = ("full", "fast")
-# Default wall-clock budget of one probe (issue: "default 120 s, configurable").
-DEFAULT_TIME_BUDGET_S = 120.0
 DEFAULT_SEED = 0
 
-TOP_KEYS = ("only", "skip", "seed", "device", "strict", "budget", "time_budget_s", "probes")
+TOP_KEYS = ("only", "skip", "seed", "device", "strict", "budget", "time_budget_s", "threads", "probes")
 
 
 class ConfigError(Exception):
@@ -46,7 +44,8 @@ class Config:
     device: str = "cpu"
     strict: bool = False
     budget: str = "full"
-    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    time_budget_s: float | None = None  # wall-clock backstop of one probe; None: scaled from the step time
+    threads: int | None = None  # torch CPU threads during the run; None: automatic (runner.auto_threads)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "defaults"
 
@@ -131,6 +130,10 @@ def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
         elif key == "budget":
             if value not in BUDGETS:
                 raise ConfigError(f"{where}: `budget` must be one of {', '.join(BUDGETS)}; got {value!r}.")
+            out[key] = value
+        elif key == "threads":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where}: `threads` must be a positive integer; got {value!r}.")
             out[key] = value
         elif key == "time_budget_s":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

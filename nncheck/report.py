@@ -89,6 +89,7 @@ class Result:
     id: str = ""
     title: str = ""
     duration_s: float = 0.0
+    steps: float = 0.0  # training-step equivalents the probe ran (a forward 1/3, a backward 2/3; Context.steps_spent)
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -104,6 +105,7 @@ class Result:
             "hint": self.hint,
             "notes": list(self.notes),
             "duration_s": round(self.duration_s, 4),
+            "steps": round(self.steps, 1),
         }
         if with_series and self.series:
             d["series"] = jsonable(self.series)
@@ -129,6 +131,10 @@ def skipped(message: str, **kw: Any) -> Result:
     return Result(Status.SKIP, message, **kw)
 
 
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
+
+
 @dataclass
 class SetupReport:
     """All results for one setup (one file, or one ``nncheck.check(...)`` call)."""
@@ -136,7 +142,10 @@ class SetupReport:
     path: str
     results: list[Result] = field(default_factory=list)
     duration_s: float = 0.0
-    step_time_s: float | None = None
+    step_time_s: float | None = None  # one training step: the smaller of the two measurements below
+    step_time_start_s: float | None = None  # measured before the probes (preflight)
+    step_time_end_s: float | None = None  # measured again after them
+    steps: float = 0.0  # training-step equivalents run in all (preflight, probes, step timing)
     seed: int = 0
     device: str = "cpu"
     budget: str = "full"
@@ -159,6 +168,13 @@ class SetupReport:
 
     @property
     def step_equivalents(self) -> float | None:
+        """The battery's cost: the training-step equivalents it ran (None when the setup never got to run)."""
+        return self.steps if self.steps or self.step_time_s else None
+
+    @property
+    def wall_step_equivalents(self) -> float | None:
+        """The battery's wall time in step times: the counted steps plus nncheck's own overhead (model copies,
+        hooks, Python), which dominates for models whose step takes a millisecond."""
         if not self.step_time_s:
             return None
         return self.duration_s / self.step_time_s
@@ -170,13 +186,16 @@ class SetupReport:
         raise KeyError(probe_id)
 
     def to_dict(self, with_series: bool = True, strict: bool = False) -> dict[str, Any]:
-        se = self.step_equivalents
+        se, wall = self.step_equivalents, self.wall_step_equivalents
         d: dict[str, Any] = {
             "path": self.path,
             "ok": self.is_ok(strict),
             "duration_s": round(self.duration_s, 4),
-            "step_time_s": None if self.step_time_s is None else round(self.step_time_s, 6),
-            "step_equivalents": None if se is None else round(se, 1),
+            "step_time_s": _round(self.step_time_s, 6),
+            "step_time_start_s": _round(self.step_time_start_s, 6),
+            "step_time_end_s": _round(self.step_time_end_s, 6),
+            "step_equivalents": _round(se, 1),
+            "wall_step_equivalents": _round(wall, 1),
             "seed": self.seed,
             "device": self.device,
             "budget": self.budget,

@@ -41,6 +41,7 @@ def sample_report(path: str = "examples/mlp.py", strict: bool = False) -> Report
         ],
         duration_s=1.5,
         step_time_s=0.002,
+        steps=750.0,
     )
     broken = SetupReport(path="checks/broken.py", error="checks/broken.py: defines no `data`.\nNames found: model")
     return Report([sr, broken], strict=strict)

@@ -24,7 +24,7 @@ def sample_report() -> Report:
         title="t2",
         duration_s=1.25,
     )
-    return Report([SetupReport("model.py", [r1, r2], duration_s=3.2, step_time_s=0.004)])
+    return Report([SetupReport("model.py", [r1, r2], duration_s=3.2, step_time_s=0.004, steps=120.0)])
 
 
 def test_json_shape():
@@ -33,7 +33,7 @@ def test_json_shape():
     assert d["schema"] == 1
     s = d["setups"][0]
     assert s["path"] == "model.py" and s["ok"] is False
-    assert s["duration_s"] == 3.2 and s["step_time_s"] == 0.004 and s["step_equivalents"] == 800.0
+    assert s["duration_s"] == 3.2 and s["step_time_s"] == 0.004 and s["step_equivalents"] == 120.0 and s["wall_step_equivalents"] == 800.0
     r = s["results"][1]
     for key in ("id", "status", "message", "measured", "expected", "hint", "duration_s"):
         assert key in r
@@ -62,4 +62,4 @@ def test_jsonable():
 def test_text_report_shows_hint_and_summary():
     out = render(sample_report(), "text")
     assert "FAIL" in out and "overfit-batch" in out and "fix: fix it" in out
-    assert "1 pass, 1 fail" in out and "800 training steps" in out
+    assert "1 pass, 1 fail" in out and "120 training steps run" in out

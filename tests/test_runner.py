@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,8 +14,10 @@ from nncheck.config import Config
 from nncheck.context import Context, ProbeSkip
 from nncheck.registry import NoParams, Probe, registry
 from nncheck.report import Status, passed
-from nncheck.runner import run_probe, run_setup
-from nncheck.setup import setup_from_kwargs
+from nncheck.runner import BACKSTOP_STEPS, MIN_BACKSTOP_S, backstop_s, run_probe, run_setup
+from nncheck.setup import load_setup, setup_from_kwargs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def tiny_setup(net: nn.Module | None = None):
@@ -65,7 +68,7 @@ def test_time_budget_cooperative_and_backstop(monkeypatch):
             c.train_step(m, opt, c.batch())
 
     r = run_probe(ctx, Probe("slow", "Slow", slow), NoParams(), 0.3)
-    assert r.status is Status.ERROR and "time budget" in r.message
+    assert r.status is Status.SKIP and "inconclusive" in r.message and r.measured["inconclusive"] is True
     assert r.duration_s < 5
 
     monkeypatch.setattr("nncheck.runner.BACKSTOP_GRACE_S", 0.2)
@@ -76,7 +79,38 @@ def test_time_budget_cooperative_and_backstop(monkeypatch):
 
     t0 = time.perf_counter()
     r = run_probe(ctx, Probe("stuck", "Stuck", stuck), NoParams(), 0.2)
-    assert r.status is Status.ERROR and time.perf_counter() - t0 < 5
+    assert r.status is Status.SKIP and "inconclusive" in r.message and time.perf_counter() - t0 < 5
+
+
+def test_backstop_scales_with_the_step_time():
+    assert backstop_s(None, 1e-4) == MIN_BACKSTOP_S  # tiny models: the floor
+    assert backstop_s(None, 0.1) == BACKSTOP_STEPS * 0.1
+    assert backstop_s(7.0, 0.1) == 7.0  # configured: as given
+
+
+def test_steps_are_counted_per_probe_and_in_total():
+    sr = run_setup(load_setup(str(EXAMPLES / "mlp.py")), Config(), {"budget": "fast"})
+    by_id = {r.id: r.steps for r in sr.results}
+    # a forward counts 1/3, a backward 2/3: training probes run many steps, static ones a few forwards
+    assert by_id["overfit-batch"] > 5 and by_id["learning-rate"] > 5
+    assert 0 < by_id["initial-loss"] < 3 and by_id["layer-order"] < 2
+    assert sr.steps >= sum(by_id.values()) > 0 and sr.step_equivalents == sr.steps
+    start, end = sr.step_time_start_s, sr.step_time_end_s
+    assert start and end and sr.step_time_s == min(start, end)
+
+
+def test_a_slower_forward_changes_no_verdict(tmp_path):
+    """Budgets are in steps: the same setup with a forward 20 ms slower gives the same verdicts and exit code."""
+    slow = tmp_path / "slow_mlp.py"
+    slow.write_text(
+        (EXAMPLES / "mlp.py").read_text()
+        + "\n\nimport time as _time\n_model = model\n\n\ndef model():\n    net = _model()\n"
+        "    net.register_forward_pre_hook(lambda m, a: _time.sleep(0.02))\n    return net\n"
+    )
+    fast_run = run_setup(load_setup(str(EXAMPLES / "mlp.py")), Config(), {"budget": "fast"})
+    slow_run = run_setup(load_setup(str(slow)), Config(), {"budget": "fast"})
+    assert [(r.id, r.status) for r in slow_run.results] == [(r.id, r.status) for r in fast_run.results]
+    assert slow_run.ok == fast_run.ok and slow_run.step_time_s > fast_run.step_time_s + 0.015
 
 
 def test_probe_sees_seeded_rng_regardless_of_order():

@@ -74,7 +74,7 @@ def summary_markdown(report: Report) -> str:
         c = s.counts()
         parts = ", ".join(f"{c[k]} {k}" for k in ("pass", "warn", "fail", "error", "skip") if c[k])
         se = s.step_equivalents
-        cost = f"{s.duration_s:.1f} s" + (f" ≈ {se:.0f} training steps" if se is not None else "")
+        cost = f"{s.duration_s:.1f} s" + (f", {se:.0f} training steps run" if se is not None else "")
         lines.append(f"### `{s.path}` ({parts or 'no probes'}; {cost}; seed {s.seed}, budget {s.budget})")
         lines.append("")
         if s.error is not None:

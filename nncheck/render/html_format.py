@@ -230,7 +230,7 @@ def _summary_table(i: int, s: SetupReport) -> str:
     rows = []
     for r in s.results:
         st = r.status.value
-        se = f"{r.duration_s / s.step_time_s:.0f}" if s.step_time_s else ""
+        se = f"{r.steps:.0f}"
         rows.append(
             f"<tr class='{st}'><td><span class='badge'>{st.upper()}</span></td>"
             f"<td><a href='#{anchor(i, r.id)}'>{_e(r.id)}</a></td><td>{_e(r.message)}</td>"
@@ -248,7 +248,7 @@ def _setup_section(i: int, s: SetupReport, strict: bool) -> str:
     counts = ", ".join(f"{c[k]} {k}" for k in STATUS_ORDER if c[k])
     cost = f"{s.duration_s:.1f} s"
     if s.step_equivalents is not None and s.step_time_s:
-        cost += f" = {s.step_equivalents:.0f} training steps (one step {s.step_time_s * 1000:.1f} ms)"
+        cost += f": {s.step_equivalents:.0f} training steps run (one step {s.step_time_s * 1000:.1f} ms)"
     out = [
         f"<section class='setup' id='setup-{i}'><h2>{_e(s.path)} "
         f"<span class='verdict {'ok' if ok else 'notok'}'>{'OK' if ok else 'NOT OK'}</span></h2>",

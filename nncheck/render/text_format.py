@@ -63,10 +63,9 @@ def _setup(console: Console, s: SetupReport, verbose: bool, strict: bool) -> Non
     console.print(Padding(grid, (0, 0, 0, 2)))
     c = s.counts()
     parts = [f"{c[k]} {k}" for k in ("pass", "warn", "fail", "error", "skip") if c[k]]
-    se = s.step_equivalents
     cost = f"{s.duration_s:.1f} s"
-    if se is not None and s.step_time_s:
-        cost += f" = {se:.0f} training steps (one step {s.step_time_s * 1000:.1f} ms)"
+    if s.step_equivalents is not None and s.step_time_s:
+        cost += f": {s.step_equivalents:.0f} training steps run (one step {s.step_time_s * 1000:.1f} ms)"
     ok = s.is_ok(strict)
     verdict = Text(" OK " if ok else " NOT OK ", style="bold white on green" if ok else "bold white on red")
     console.print(Text("  "), verdict, Text(f" {', '.join(parts)} in {cost}"))
