@@ -1,10 +1,12 @@
 """Setup files on disk, without importing them (and without torch): which files are setup files, where they define
-`model`. Shared by ``nncheck run FOLDER``, the pytest plugin's collection and the annotations of the CI renderers."""
+`model`, which files are the user's own code. Shared by ``nncheck run FOLDER``, the pytest plugin's collection, the
+annotations of the CI renderers and the error locations (``nncheck.setup.user_frame``, ``nncheck.worker``)."""
 
 from __future__ import annotations
 
 import os
 import re
+import sysconfig
 
 # A file defines `model` at top level: a def, an assignment, or an import of that name.
 DEFINES_MODEL = re.compile(r"^(def\s+model\b|model\s*[:=]|from\s+\S+\s+import\s+.*\bmodel\b)", re.MULTILINE)
@@ -43,3 +45,21 @@ def setup_files_in(folder: str | os.PathLike[str]) -> list[str]:
                 if defines_model(path):
                     out.append(path)
     return out
+
+
+_NNCHECK = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB = tuple({os.path.abspath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib")})
+
+
+def is_user_file(filename: str) -> bool:
+    """A file of the user's own code (where an error or a hang is reported): not nncheck's, not an installed
+    library's, not the standard library's."""
+    path = os.path.abspath(filename)
+    return not (
+        path.startswith(_NNCHECK)
+        or "site-packages" in filename
+        or "dist-packages" in filename
+        or "importlib" in filename
+        or filename.startswith("<")
+        or path.startswith(_STDLIB)
+    )

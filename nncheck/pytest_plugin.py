@@ -18,6 +18,13 @@ depend on which items ran before. Under pytest-xdist, ``--dist loadfile`` (or ``
 ``xdist_group`` mark per setup file) keeps a file on one worker; with plain ``--dist load`` each worker that
 gets items of a file loads and times that file once more.
 
+Time limits. The probes run in pytest's process: the import of a setup file, its preflight and each probe run under
+a deadline (``nncheck.deadline``, SIGALRM, main thread only) that raises a ``BaseException`` in the user's code, so
+an ``except Exception`` retry loop does not swallow it. A setup stopped in its import or preflight fails every item
+with the phase and the line it was running; a probe stopped is skipped as inconclusive. Code that catches
+``BaseException`` forever, or blocks in C code without returning to Python, cannot be stopped in-process: use
+``nncheck run`` (a worker process it kills) or pytest-timeout's thread method for such setups.
+
 This module is imported by every pytest run where nncheck is installed: it must not import torch at import time.
 """
 
@@ -77,6 +84,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--nncheck-only", action="append", default=[], metavar="ID", help="Run only this probe (repeatable)."
     )
+    group.addoption(
+        "--nncheck-time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Wall-clock limit of the import, of the preflight and of each probe of a setup (default: [tool.nncheck] "
+        "time_budget_s, else 300 s for the import and the preflight and 5000 training steps for a probe).",
+    )
     group.addoption("--nncheck-skip", action="append", default=[], metavar="ID", help="Skip this probe (repeatable).")
     parser.addini(
         "nncheck_paths",
@@ -95,6 +110,7 @@ def cli_overrides(config: pytest.Config) -> dict[str, Any]:
         "device": config.getoption("nncheck_device"),
         "budget": config.getoption("nncheck_budget"),
         "strict": config.getoption("nncheck_strict"),
+        "time_budget_s": config.getoption("nncheck_time_budget"),
     }
 
 
@@ -238,20 +254,14 @@ class _SetupState:
 
     @classmethod
     def load(cls, path: str, base: Config, overrides: dict[str, Any]) -> _SetupState:
-        from nncheck.config import ConfigError
         from nncheck.runner import PreparedSetup
-        from nncheck.setup import SetupError, load_setup
 
         st = cls(path)
-        try:
-            # pyproject < the setup file's own `nncheck` dict < the --nncheck-* options
-            st.prepared = PreparedSetup(load_setup(path), base, overrides)
-            st.selected = st.prepared.selected
-            st.error = st.prepared.report.error
-        except (SetupError, ConfigError) as e:
-            st.error = str(e)
-        except Exception as e:  # e.g. an unknown --nncheck-device: report it on the items, not as a crash
-            st.error = f"{type(e).__name__}: {e}"
+        # pyproject < the setup file's own `nncheck` dict < the --nncheck-* options; a file that cannot be loaded, a
+        # configuration error, an import or preflight past its time limit: every item fails with that sentence
+        st.prepared = PreparedSetup.from_file(path, base, overrides)
+        st.selected = st.prepared.selected
+        st.error = st.prepared.report.error
         return st
 
     def run(self, probe_id: str) -> Result:

@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader, TensorDataset
 import nncheck
 from nncheck.losses import label_problem
 from nncheck.probes.data import feature_stats, looks_like_pixels
-from nncheck.setup import SetupError
 
 PID = "data"
 
@@ -62,14 +61,12 @@ def test_label_problem_messages():
     assert negative and "negative" in negative
 
 
-def test_labels_one_based_in_the_first_batch_stop_at_preflight():
-    """Labels 1..C with label C in the first batch: the core's preflight computes the loss first and stops the
-    setup (exit 2). The message must at least name the out-of-range target (today torch's IndexError text; with
-    the recommended core change, the data probe's label message)."""
+def test_labels_one_based_in_the_first_batch_fail_the_data_probe_not_the_setup():
+    """Labels 1..C with label C in the first batch: the loss raises in the core's preflight; the runner gives that
+    finding to the data probe (its fail names the 1-based labels and the fix) instead of stopping the setup."""
     x, y = xy(n_classes=5)
-    with pytest.raises(SetupError) as e:
-        nncheck.check(model=mlp(n_out=5), data=listed(x, y + 1), only=[PID])
-    assert "out of bounds" in str(e.value) or "1-based" in str(e.value)
+    r = nncheck.check(model=mlp(n_out=5), data=listed(x, y + 1), only=[PID]).result(PID)
+    assert r.status.value == "fail" and "1-based" in r.message and "y - 1" in r.hint
 
 
 def test_label_beyond_a_custom_cross_entropy_ignore_index():

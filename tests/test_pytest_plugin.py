@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -349,3 +350,35 @@ def test_xdist_loadgroup_keeps_verdicts(pytester: pytest.Pytester):
     project(pytester, only=("initial-loss",), good=GOOD, hot=HOT_LOGITS)
     result = pytester.runpytest("-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider", "-p", "no:benchmark")
     result.assert_outcomes(passed=1, failed=1)
+
+
+def test_junit_classnames_match_the_cli(pytester: pytest.Pytester):
+    """CI reporters group the CLI's JUnit and pytest's the same way (issue 13: `x.mlp` vs `x.mlp.nncheck`)."""
+    from click.testing import CliRunner
+
+    from nncheck.cli import main
+
+    project(pytester, only=("initial-loss",))
+    pytester.runpytest("--junitxml=py.xml").assert_outcomes(passed=1)
+    res = CliRunner().invoke(main, ["run", "setups/good.py", "--only", "initial-loss", "-f", "junit", "-o", "cli.xml"])
+    assert res.exit_code == 0, res.output
+
+    def cases(name: str) -> set[tuple[str | None, str | None]]:
+        root = ET.parse(pytester.path / name).getroot()
+        return {(c.get("classname"), c.get("name")) for c in root.iter("testcase")}
+
+    assert cases("py.xml") == cases("cli.xml") == {("setups.good.nncheck", "initial-loss")}
+
+
+def test_a_hung_setup_fails_its_items_with_the_phase_and_line(pytester: pytest.Pytester):
+    """In pytest's process the import and the preflight run under a deadline user code cannot swallow."""
+    hook = "\n\nimport threading\n_model = model\n\ndef model():\n    net = _model()\n"
+    hook += "    net.register_forward_pre_hook(lambda m, a: threading.Event().wait())\n    return net\n"
+    project(pytester, only=("initial-loss", "data"), hung=GOOD + hook)
+    t0 = time.perf_counter()
+    result = pytester.runpytest("--nncheck-time-budget", "1")
+    assert time.perf_counter() - t0 < 30
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert "stopped after 1.0 s in the preflight" in out and "threading.Event().wait()" in out
+    assert "Traceback" not in out

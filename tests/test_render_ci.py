@@ -64,7 +64,7 @@ def test_junit_one_testcase_per_probe_and_a_suite_per_setup():
         "layer-order",
         "numerics",
     ]
-    assert all(c.get("classname") == "examples.mlp" and c.get("file") == "examples/mlp.py" for c in cases)
+    assert all(c.get("classname") == "examples.mlp.nncheck" and c.get("file") == "examples/mlp.py" for c in cases)
     assert cases[0].get("time") == "0.250"
     s = suites[0]
     assert (s.get("tests"), s.get("failures"), s.get("errors"), s.get("skipped")) == ("5", "1", "1", "1")
@@ -114,9 +114,15 @@ def test_junit_survives_control_characters_and_markup():
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("examples/mlp.py", "examples.mlp"), ("./checks/x.py", "checks.x"), ("C:\\a\\b.py", "C:.a.b"), ("m.py", "m")],
+    [
+        ("examples/mlp.py", "examples.mlp.nncheck"),
+        ("./checks/x.py", "checks.x.nncheck"),
+        ("C:\\a\\b.py", "C:.a.b.nncheck"),
+        ("m.py", "m.nncheck"),
+    ],
 )
 def test_classname(path, expected):
+    """pytest's classname for the plugin's items of the same file (tests/test_hostile.py compares the two outputs)."""
     assert classname(path) == expected
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import math
+import shutil
+import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -206,3 +209,122 @@ def test_cli_without_matplotlib_exits_2(no_matplotlib: None, tmp_path: Path):
     assert res.exit_code == 2
     assert 'pip install "nncheck[html]"' in res.output
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------- read top-down
+def test_problems_first_and_passes_collapsed():
+    pytest.importorskip("matplotlib")
+    from nncheck.render import render
+
+    text = render(synthetic_report(), "html")
+    tree = parse(text)
+    details = tree.find("details")
+    statuses = [(a.get("class") or "").split()[-1] for a in details]
+    first_pass = next(i for i, s in enumerate(statuses) if s in ("pass", "skip"))
+    assert statuses[:first_pass] == ["fail", "warn", "error"]  # in battery order among the problems
+    assert all(s in ("pass", "skip") for s in statuses[first_pass:])
+    for a, s in zip(details, statuses):
+        assert ("open" in a) == (s in ("fail", "error", "warn")), (s, a)
+    # the summary table lists them in the same order
+    start = next(i for i, (t, a) in enumerate(tree.tags) if t == "table" and a.get("class") == "summary")
+    rows = [a.get("class") for t, a in tree.tags[start:] if t == "tr" and a.get("class")]
+    assert rows[: len(statuses)] == statuses
+    # and a failing setup comes before a passing one
+    ok_first = Report([SetupReport("ok.py", [Result(Status.PASS, "fine", id="x")]), *synthetic_report().setups[:1]])
+    sections = [a.get("id") for a in parse(render(ok_first, "html")).find("section")]
+    assert sections == ["setup-1", "setup-0"]
+
+
+def test_a_few_spikes_do_not_set_the_axis():
+    from nncheck.render.html_format import spike_limit
+
+    flat_then_diverging = [1.6] * 40 + [1.5, 1.4, 1.3] + [5.0, 30.0, 1e3, 1e25]
+    top = spike_limit(flat_then_diverging)
+    assert top is not None and 1.6 < top < 3
+    assert spike_limit([2.3, 2.0, 1.5, 1.0, 0.6, 0.3, 0.1]) is None  # an ordinary falling loss
+    assert spike_limit([1.6] * 20 + [3e25] + [1.6] * 9) is not None  # one blow-up
+    log_top = spike_limit([1.0, 0.5, 0.3, 0.2, 0.15, 0.1, 1e10, 1e33], log=True)
+    assert log_top is not None and log_top < 100
+
+
+def test_axes_are_readable():
+    pytest.importorskip("matplotlib")
+    from nncheck.render.html_format import figure, module_label
+
+    assert module_label("net.2.1") == "model.net[2][1]" and module_label("0") == "model[0]"
+    assert module_label("encoder.layers.0.attn") == "model.encoder.layers[0].attn" and module_label("a b") == "a b"
+
+    spikes = {"title": "t", "curves": {"loss": {"x": list(range(30)), "y": [1.6] * 15 + [2.9e25] + [1.6] * 14}}}
+    ax = figure({**spikes, "refs": {"goal": 0.08}}).axes[0]
+    assert ax.get_ylim()[1] < 5  # clipped above the spike
+    assert "axis clipped" in ax.get_title()
+    assert ax.get_ylim()[0] <= 0.08  # the reference line stays in view
+    assert "goal = 0.08" in ax.get_legend_handles_labels()[1]
+
+    dead = {
+        "kind": "bar",
+        "xlabel": "layer",
+        "ylabel": "dead fraction",
+        "curves": {"dead": {"x": ["1", "3"], "y": [0.0, 0.0]}},
+    }
+    ax = figure(dead).axes[0]
+    assert ax.get_ylim() == (0, 1) and any(t.get_text() == "all values are 0" for t in ax.texts)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["model[1]", "model[3]"]
+    fig = figure({**dead, "curves": {"dead": {"x": ["1", "3"], "y": [1.0, 0.56]}}})
+    fig.canvas.draw()
+    assert "100%" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+
+    grads = {"kind": "bar", "yscale": "log", "xlabel": "module", "curves": {"g": {"x": ["0", "2"], "y": [0.0, 0.2]}}}
+    ax = figure(grads).axes[0]
+    assert any(t.get_text() == "0" for t in ax.texts)  # a zero has no bar on a log axis: it is written
+
+
+# ---------------------------------------------------------------------------------------------- a real browser
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome", "headless_shell"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def browse(html_file: Path, png: Path, height: int) -> str:
+    """Open the report in headless Chromium: the DOM it parsed, and a screenshot of its first ``height`` pixels."""
+    exe = chromium()
+    assert exe is not None
+    common = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run"]
+    url = html_file.resolve().as_uri()
+    dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    subprocess.run(
+        [*common, f"--window-size=1280,{height}", f"--screenshot={png}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return dom
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium (Debian: apt-get install chromium)")
+def test_a_failing_report_in_a_real_browser(tmp_path: Path):
+    """A failing report, opened in headless Chromium: the browser parses what we wrote, the failure and its plot are
+    on the first screen, passes are collapsed. (docs/html_screenshot.py keeps such a screenshot in docs/.)"""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    from nncheck.render import render
+
+    html_file = tmp_path / "report.html"
+    html_file.write_text(render(synthetic_report(), "html"), encoding="utf-8")
+    dom = browse(html_file, tmp_path / "shot.png", 1400)
+    tree = Tree()
+    tree.feed(dom)
+    details = tree.find("details")
+    assert (details[0].get("class") or "").endswith("fail") and "open" in details[0]
+    assert all("open" not in a for a in details if (a.get("class") or "").endswith(("pass", "skip")))
+    img = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB")).astype(int)
+    assert img.shape == (1400, 1280, 3)
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not a blank page
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    red = int(((r > 180) & (g < 70) & (b < 80)).sum())  # the NOT OK badge, the FAIL block's border
+    blue = int(((abs(r - 0x1F) < 25) & (abs(g - 0x77) < 25) & (abs(b - 0xB4) < 25)).sum())  # a curve of the plot
+    assert red > 500 and blue > 200, (red, blue)

@@ -33,7 +33,8 @@ def test_json_shape():
     assert d["schema"] == 1
     s = d["setups"][0]
     assert s["path"] == "model.py" and s["ok"] is False
-    assert s["duration_s"] == 3.2 and s["step_time_s"] == 0.004 and s["step_equivalents"] == 120.0 and s["wall_step_equivalents"] == 800.0
+    assert s["duration_s"] == 3.2 and s["step_time_s"] == 0.004
+    assert s["step_equivalents"] == 120.0 and s["wall_step_equivalents"] == 800.0
     r = s["results"][1]
     for key in ("id", "status", "message", "measured", "expected", "hint", "duration_s"):
         assert key in r
@@ -63,3 +64,31 @@ def test_text_report_shows_hint_and_summary():
     out = render(sample_report(), "text")
     assert "FAIL" in out and "overfit-batch" in out and "fix: fix it" in out
     assert "1 pass, 1 fail" in out and "120 training steps run" in out
+
+
+def test_str_and_repr_are_readable_not_a_dump():
+    """`assert report.ok, report`: Python shows str(report), pytest the repr (cut at 240 characters): both short,
+    verdict first, the failing probes by name (issue 13: it was a 31 KB dataclass dump)."""
+    rep = sample_report()
+    rep.setups[0].results[1].series = {"loss": {"curves": {"you": {"x": list(range(500)), "y": [1.0] * 500}}}}
+    text = str(rep)
+    assert text.splitlines()[0] == "nncheck: NOT OK (1 setup)"
+    assert "model.py: NOT OK: 1 pass, 1 fail in 3.2 s" in text
+    assert "FAIL  overfit-batch: cannot memorise" in text and "fix: fix it" in text
+    assert "initial-loss" not in text  # passes are counted, not listed
+    assert len(text) < 400
+    r = repr(rep)
+    assert r.startswith("Report(NOT OK: 'model.py': not ok; fail overfit-batch") and "\n" not in r and len(r) < 240
+    assert repr(rep.setups[0].results[1]).startswith("Result(fail overfit-batch: 'cannot memorise")
+
+
+def test_stopped_setup_exit_code_and_json():
+    stopped = {"phase": "preflight", "probe": None, "after_s": 2.0, "limit_s": 2.0, "how": "timeout", "where": "x.py:3"}
+    s = SetupReport("x.py", error="x.py: stopped after 2.0 s", stopped=stopped, notes=["a note"])
+    rep = Report([s, SetupReport("y.py", error="no data"), *sample_report().setups])
+    assert [x.exit_code() for x in rep.setups] == [3, 2, 1] and rep.exit_code() == 3
+    d = json.loads(render(rep, "json"))["setups"][0]
+    assert d["stopped"] == stopped and d["error"].startswith("x.py: stopped") and d["notes"] == ["a note"]
+    assert not d["ok"]
+    assert "STOPPED" in render(rep, "text") and "note: a note" in render(rep, "text")
+    assert Report().exit_code() == 0

@@ -92,7 +92,8 @@ def test_steps_are_counted_per_probe_and_in_total():
     sr = run_setup(load_setup(str(EXAMPLES / "mlp.py")), Config(), {"budget": "fast"})
     by_id = {r.id: r.steps for r in sr.results}
     # a forward counts 1/3, a backward 2/3: training probes run many steps, static ones a few forwards
-    assert by_id["overfit-batch"] > 5 and by_id["learning-rate"] > 5
+    assert by_id["overfit-batch"] > 3 and by_id["input-independent"] > 3  # their own runs
+    assert by_id["numerics"] >= 3  # the first probe to read the shared training trace runs it
     assert 0 < by_id["initial-loss"] < 3 and by_id["layer-order"] < 2
     assert sr.steps >= sum(by_id.values()) > 0 and sr.step_equivalents == sr.steps
     start, end = sr.step_time_start_s, sr.step_time_end_s
@@ -170,3 +171,19 @@ def test_only_and_skip_select_probes():
     if len(ids) > 1:
         sr = run_setup(tiny_setup(), Config(), {"skip": ids[1:]})
         assert [r.id for r in sr.results] == ids[:1]
+
+
+def test_cpu_threads_are_set_for_the_run_and_restored(monkeypatch):
+    """On a shared machine torch's default threads oversubscribe the cores: the run uses auto_threads() (half the
+    usable cores, at least 1) or the configured number, and puts the caller's setting back."""
+    from nncheck.runner import auto_threads, cpu_threads
+
+    before = torch.get_num_threads()
+    seen = []
+    with cpu_threads(None):
+        seen.append(torch.get_num_threads())
+    with cpu_threads(3):
+        seen.append(torch.get_num_threads())
+    assert seen == [auto_threads(), 3] and torch.get_num_threads() == before
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert auto_threads() == 1  # a 2-core machine: one thread

@@ -14,7 +14,7 @@ from torch import nn
 
 from nncheck import losses
 from nncheck.context import MAX_CACHED_BATCHES
-from nncheck.kit import Context, Findings, Result, bar_plot, code_path, forward_hooks, param, probe
+from nncheck.kit import Context, Findings, ProbeSkip, Result, bar_plot, code_path, forward_hooks, param, probe
 from nncheck.losses import is_class_target, label_problem
 from nncheck.modelgraph import is_batchnorm, without_dropout
 from nncheck.tensors import iter_tensors
@@ -347,8 +347,8 @@ def scan_batch(
                 scan.nonfinite_inputs += bad
                 if scan.nonfinite_input_batch is None:
                     scan.nonfinite_input_batch = i
-    if read_targets and isinstance(b, (tuple, list)) and len(b) == 2:
-        y = b[1]
+    y = ctx.target_of(b) if read_targets else None
+    if y is not None:
         per_sample = isinstance(y, torch.Tensor) and (y.dim() == 1 or (y.dim() == 2 and y.shape[1] == 1))
         scan_targets(scan, i, y, num_classes, ignore_index, per_sample)
 
@@ -410,10 +410,12 @@ def measure_inputs(ctx: Context, batches: list[Any], targets: list[Any]) -> Inpu
             m.max_abs_mean, m.max_std = max(m.max_abs_mean, mean), max(m.max_std, std)
             m.pixels = m.pixels or looks_like_pixels(t)
             m.float_tensors += 1
-        if tensors and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in tensors):
+        # constant: every input tensor, the target-like ones included (a language model's input ids equal its labels:
+        # the all-ones attention mask left without them is no sign of a constant batch)
+        if every and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in every):
             m.constant = True
         try:
-            keys = sample_keys(tensors, ctx.batch_size(b))
+            keys = sample_keys(every, ctx.batch_size(b))  # samples are told apart by every input, targets included
         except Exception:
             keys = None
         if keys is not None:
@@ -448,10 +450,18 @@ def forward_cached(
                 out, y = ctx.forward(model, b)
                 outs.append(out)
             else:
-                y = b[1] if isinstance(b, (tuple, list)) and len(b) == 2 else None
+                y = ctx.target_of(b)
             targets.append(y)
             embedded.append(list(seen))
     return outs, targets, embedded
+
+
+def _output_tensor(ctx: Context, out: Any) -> Any:
+    """The output as the loss reads it (the logits of a Hugging Face output), or ``out`` itself."""
+    try:
+        return ctx.output_tensor(out)
+    except ProbeSkip:
+        return out
 
 
 def unshifted_fraction(
@@ -517,7 +527,7 @@ def measure(ctx: Context, p: Params) -> Measurement:
     batches = ctx.batches(p.input_batches)
     model = without_dropout(ctx.fresh_model(train=True))
     outs, targets, embedded = forward_cached(ctx, model, batches)
-    num_classes = ctx.num_classes(outs[0])
+    num_classes = ctx.num_classes(_output_tensor(ctx, outs[0]))
     if num_classes is None and ctx.loss_kind == "bce":
         num_classes = 2  # per-sample 0/1 targets are read as classes 0 and 1 (shuffling, balance)
     ignore = losses.ignore_index(ctx.loss_fn)
@@ -536,7 +546,8 @@ def measure(ctx: Context, p: Params) -> Measurement:
         loss_kind=ctx.loss_kind,
         causal=bool(ctx.setup.causal),
         custom_forward=custom,
-        unshifted=unshifted_fraction(outs, targets, embedded, ignore),
+        # a loss that shifts the labels itself (a Hugging Face causal LM) takes the inputs as labels on purpose
+        unshifted=0.0 if losses.target_shift(ctx.loss_fn) else unshifted_fraction(outs, targets, embedded, ignore),
         single_class_chance=single_class_chance(scan),
         batchnorm=[code_path(n, model) for n, m in model.named_modules() if is_batchnorm(m)],
         last_batch=last,

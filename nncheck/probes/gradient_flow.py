@@ -3,8 +3,6 @@ hides from `model.parameters()`; gradients neither vanish nor explode across dep
 
 from __future__ import annotations
 
-import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +11,10 @@ from torch import nn
 
 from nncheck.kit import Context, Findings, Result, bar_plot, code_path, forward_hooks, param, probe
 from nncheck.probes._blockers import Blocker, find_blockers
-from nncheck.probes._locate import nonfinite_counts, param_path
+from nncheck.probes._locate import param_path
 from nncheck.setup import Batch
+from nncheck.trace import Trace
 
-# Batches the steps cycle over: the first ones, which the earlier probes already read (the context caches them).
-BATCHES = 2
 # Names listed in a message at most (all of them are in `measured`).
 MAX_LISTED = 6
 
@@ -151,34 +148,29 @@ def _zero_init(model: nn.Module) -> set[str]:
     }
 
 
-def _module_table(model: nn.Module, order: list[str], zero_init: set[str]) -> list[dict[str, Any]]:
-    """Per module (in execution order): ||grad|| and ||param|| over its own parameters, and their ratio.
-    Embedding rows that got no gradient (tokens absent from the batch) are left out of ||param||."""
+def _module_table(model: nn.Module, trace: Trace, zero_init: set[str]) -> list[dict[str, Any]]:
+    """Per module with parameters, in the order the first forward ran them: ||grad|| and ||param|| at init (the
+    trace's step 0, or step 1 when a zero-initialised module blocked some gradient at step 0) and their ratio."""
+    tables = trace.module_grads
+    if not tables:
+        return []
+    table = tables[0]
+    if len(tables) > 1 and any(table.get(n) is not None and table[n].grad_norm == 0 for n in trace.module_order):
+        table = tables[1]
     mods = dict(model.named_modules())
     rows = []
-    for name in order:
-        m = mods[name]
-        g2 = w2 = 0.0
-        for p in m.parameters(recurse=False):
-            if not p.requires_grad or p.grad is None:
-                continue
-            g, w = p.grad.detach().float(), p.detach().float()
-            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and g.dim() == 2:
-                used = g.ne(0).any(dim=1)
-                g, w = g[used], w[used]
-            g2 += float(g.pow(2).sum())
-            w2 += float(w.pow(2).sum())
-        if w2 == 0.0 and g2 == 0.0:
+    for name in trace.module_order:
+        g = table.get(name)
+        if g is None:
             continue
-        gn, wn = math.sqrt(g2), math.sqrt(w2)
-        ratio = gn / wn if wn > 0 and name not in zero_init else None
+        ratio = g.grad_norm / g.weight_norm if g.weight_norm > 0 and name not in zero_init else None
         rows.append(
             {
                 "module": name or "<model>",
                 "path": code_path(name, model),
-                "type": type(m).__name__,
-                "grad_norm": gn,
-                "param_norm": wn,
+                "type": type(mods[name]).__name__,
+                "grad_norm": g.grad_norm,
+                "param_norm": g.weight_norm,
                 "ratio": ratio,
             }
         )
@@ -283,83 +275,62 @@ class Measurement:
 
 
 def measure(ctx: Context, p: Params) -> Measurement:
-    """Train a fresh copy for up to ``p.steps`` steps (stopping once every parameter had a non-zero gradient) and
-    record which parameters got a gradient, are in the optimizer and moved; diagnose the first one that did not."""
+    """Read the first ``p.steps`` steps of the shared training trace: which parameters got a gradient (non-zero,
+    finite), are in the optimizer and moved, and the gradient / weight norms per module at init; diagnose the first
+    parameter that did not train."""
     steps = max(1, p.steps)
-    batches = ctx.batches(min(steps, BATCHES))
-    model = ctx.fresh_model(train=True)
+    model = ctx.pristine_model()  # names and structure only
+    batch = ctx.batch()
     named = list(model.named_parameters())
-    trainable = [(n, t) for n, t in named if t.requires_grad]
+    trainable = [n for n, t in named if t.requires_grad]
     m = Measurement(
-        trainable=[n for n, _ in trainable],
+        trainable=trainable,
         frozen=[n for n, t in named if not t.requires_grad],
-        hidden=hidden_trainables(model),
+        hidden=[],
         paths={n: param_path(n, model) for n, _ in named},
         numerics_rerun=ctx.rerun("numerics"),
     )
+    trace = ctx.trace(steps)
+    trained, opt = trace.model, trace.optimizer_state
+    assert trained is not None and opt is not None
+    m.hidden = hidden_trainables(trained)  # their .grad shows whether the trace's backward reached them
     if not trainable and not m.hidden:
-        out = ctx.output_layer(model, batches[0])
+        out = ctx.output_layer(model, batch)
         m.head = code_path(out[0], model) if out else "model"
         return m
 
-    opt = ctx.optimizer(model)
-    in_opt = {id(t) for g in opt.param_groups for t in g["params"]}
-    lr_of = {id(t): g.get("lr") for g in opt.param_groups for t in g["params"]}
-    before = {n: t.detach().clone() for n, t in trainable}
-    zero_init = _zero_init(model)
-    got_grad: set[str] = set()
-    nonzero: set[str] = set()
-    nonfinite: set[str] = set()
-    order: list[str] = []  # parameterised modules, in the order the first forward pass runs them
+    m.steps = min(steps, trace.steps)
+    applied = min(steps, trace.updates)  # optimizer steps applied within the horizon (none after a NaN gradient)
+    by_id = {id(t): n for n, t in trained.named_parameters()}
+    in_opt = {by_id[id(t)] for g in opt.param_groups for t in g["params"] if id(t) in by_id}
+    lr_of = {by_id[id(t)]: g.get("lr") for g in opt.param_groups for t in g["params"] if id(t) in by_id}
 
-    def record(mod: nn.Module, inp: Any, out: Any, name: str) -> None:
-        if name not in order:
-            order.append(name)
+    def within(first: dict[str, int], horizon: int) -> set[str]:
+        return {n for n, k in first.items() if k < horizon}
 
-    with_params = [(n, mod) for n, mod in model.named_modules() if _has_own_params(mod)]
-    for step in range(steps):
-        ctx.check_time()
-        opt.zero_grad(set_to_none=True)
-        with forward_hooks(with_params, record) if step == 0 else contextlib.nullcontext():
-            loss = ctx.batch_loss(model, batches[step % len(batches)])
-        if loss.requires_grad:  # else no parameter gets a gradient: reported as such
-            loss.backward()
-        m.steps += 1
-        for n, t in trainable:
-            if t.grad is not None:
-                got_grad.add(n)
-                if bool(t.grad.detach().ne(0).any()):
-                    nonzero.add(n)
-                if nonfinite_counts(t.grad) is not None:
-                    nonfinite.add(n)
-        rows = _module_table(model, order, zero_init)
-        # the table at init, unless a zero-initialised module blocked the gradient at step 0
-        if not m.modules or any(r["grad_norm"] == 0 for r in m.modules):
-            m.modules = rows
-        opt.step()
-        if len(nonzero) == len(trainable):
-            break
-
-    changed = {n for n, t in trainable if not torch.equal(before[n], t.detach())}
-    m.not_in_optimizer = [n for n, t in trainable if id(t) not in in_opt]
-    m.no_gradient = [n for n, _ in trainable if n not in got_grad]
-    m.zero_gradient = [n for n, _ in trainable if n in got_grad and n not in nonzero]
-    stuck = [(n, t) for n, t in trainable if n in nonzero and id(t) in in_opt and n not in changed]
-    m.unchanged = [n for n, _ in stuck]
-    m.unchanged_lrs = sorted({lr_of.get(id(t)) for _, t in stuck}, key=str)
-    m.nonfinite = sorted(nonfinite)
+    got_grad, nonzero = within(trace.first_grad, m.steps), within(trace.first_nonzero, m.steps)
+    moved_before = within(trace.first_nonzero, applied)  # a non-zero gradient whose update was applied
+    changed = within(trace.first_changed, applied)
+    m.not_in_optimizer = [n for n in trainable if n not in in_opt]
+    m.no_gradient = [n for n in trainable if n not in got_grad]
+    m.zero_gradient = [n for n in trainable if n in got_grad and n not in nonzero]
+    stuck = [n for n in trainable if n in moved_before and n in in_opt and n not in changed]
+    m.unchanged = stuck
+    m.unchanged_lrs = sorted({lr_of.get(n) for n in stuck}, key=str)
+    m.nonfinite = sorted(within(trace.first_nonfinite, m.steps))
+    m.modules = _module_table(model, trace, _zero_init(model))
 
     owners = _owners(model)
     if m.no_gradient:
         owner = owners.get(m.no_gradient[0], "")
         m.no_grad_module = code_path(owner, model)
-        m.no_grad_reason = _why_no_grad(ctx, model, owner, batches[0])
+        m.no_grad_reason = _why_no_grad(ctx, ctx.fresh_model(train=True), owner, batch)
     if m.zero_gradient:
         owner = owners.get(m.zero_gradient[0], "")
         m.zero_grad_module = code_path(owner, model)
-        m.blocker = _blocker_for(ctx, owner, batches[0])
+        m.blocker = _blocker_for(ctx, owner, batch)
     if m.all_train:  # else the parameters that do not train are the finding
-        m.frozen_head = _frozen_head(ctx, model, batches[0])
+        m.frozen_head = _frozen_head(ctx, model, batch)
     return m
 
 
@@ -597,12 +568,12 @@ def gradient_flow(ctx: Context, p: Params) -> Result:
     What it does:
         Searches the module tree for modules kept in plain Python lists / dicts / tuples and for tensors with
         `requires_grad=True` stored as plain attributes: their values train in forward but `model.parameters()`
-        (hence the optimizer, `.to(device)`, `state_dict()`) never sees them. Then trains a fresh copy for a few
-        steps ({steps}) with the user's optimizer (stopping once every parameter had a non-zero gradient) and
-        checks that each parameter with `requires_grad` got a gradient that is not None and not all zero, that it
-        is in the optimizer's param_groups, and that it changed. The gradient norm relative to the parameter
-        norm, per module (weight and bias together), at init gives the vanishing / exploding check.
-        Frozen parameters (`requires_grad=False`) are listed.
+        (hence the optimizer, `.to(device)`, `state_dict()`) never sees them. Then reads the first {steps} steps of
+        the shared training trace (your optimizer at your LR, from a fresh copy) and checks that each parameter with
+        `requires_grad` got a gradient that is not None and not all zero, that it is in the optimizer's
+        param_groups, and that an applied update changed it. The gradient norm relative to the parameter norm, per
+        module (weight and bias together), at init gives the vanishing / exploding check. Frozen parameters
+        (`requires_grad=False`) are listed.
 
     Why is this bad?
         A parameter without gradient (a `.detach()`ed branch, `torch.no_grad()` or `.data` in forward, an

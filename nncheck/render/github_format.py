@@ -45,13 +45,15 @@ def annotation_text(r: Result) -> str:
 def _setup_lines(s: SetupReport, strict: bool) -> list[str]:
     out = [command("group", f"nncheck {s.path}")]
     if s.error is not None:
-        out.append(f"SETUP ERROR {s.error}")
+        out.append(f"{'STOPPED' if s.stopped else 'SETUP ERROR'} {s.error}")
     for r in s.results:
         out.append(f"{r.status.value.upper():<5}  {r.id}  {r.message}")
+    out.extend(f"note: {n}" for n in s.notes)
     out.append(command("endgroup", ""))
     line = model_line(s.path)
     if s.error is not None:
-        out.append(command("error", s.error, file=s.path, line=line, title="nncheck setup error"))
+        title = "nncheck setup stopped" if s.stopped else "nncheck setup error"
+        out.append(command("error", s.error, file=s.path, line=line, title=title))
     for r in s.results:
         status = r.status.value
         if status in ("fail", "error") or (status == "warn" and strict):
@@ -78,9 +80,10 @@ def summary_markdown(report: Report) -> str:
         lines.append(f"### `{s.path}` ({parts or 'no probes'}; {cost}; seed {s.seed}, budget {s.budget})")
         lines.append("")
         if s.error is not None:
-            lines.append(f"**Setup error:** {_cell(s.error)}")
+            lines.append(f"**{'Stopped' if s.stopped else 'Setup error'}:** {_cell(s.error)}")
             lines.append("")
-            continue
+            if not s.results:
+                continue
         lines.append("| Probe | Status | Result | Fix |")
         lines.append("|---|---|---|---|")
         for r in s.results:

@@ -1,11 +1,15 @@
 """The HTML report: one self-contained file (no network, opens from disk) with plots.
 
-Layout per setup: a header line (seed, device, budget, cost), a summary table (one row per probe, coloured by
-status, linking to its details), then one details block per probe with the message, a measured / expected table,
-the hint, the notes and a plot for every entry of ``Result.series`` (the convention is documented on
-``nncheck.report.Result``). Plots are drawn by matplotlib on the Agg canvas, without pyplot, so the user's
-backend and global figure state are never touched, and embedded as base64 PNG ``<img>`` tags. CSS is inline;
-there is no script and no external URL in any ``src`` or ``href``.
+A person reads it top-down: setups that are not OK first; per setup a header line (seed, device, budget, cost), a
+summary table (one row per probe, fails, errors and warnings first, linking to the details), then one details block
+per probe in the same order: open for a fail / error / warn (message, fix, the plots that explain it, the measured /
+expected table, notes), collapsed for a pass or a skip. Plots (``Result.series``, documented on
+``nncheck.report.Result``) keep their axes readable: a few spikes (a diverging loss) are clipped and marked instead
+of flattening every curve, bars carry their values, an all-zero bar chart says so, fractions read as percentages,
+module names read as code (``model.net[2]``), reference lines (``refs``: a goal, a rule of thumb) are drawn.
+Plots are drawn by matplotlib on the Agg canvas, without pyplot, so the user's backend and global figure state are
+never touched, and embedded as base64 PNG ``<img>`` tags. CSS is inline; there is no script and no external URL in
+any ``src`` or ``href``.
 
 matplotlib is an optional extra: ``pip install "nncheck[html]"``. Without it ``render`` raises ImportError with
 that command (the CLI turns it into exit code 2).
@@ -33,6 +37,13 @@ FIG_SIZE_IN = (6.4, 3.6)
 FIG_DPI = 100
 # Bars per plot beyond which the x tick labels are thinned (layer names stop being readable).
 MAX_BAR_LABELS = 40
+# Bars per plot up to which each bar carries its value.
+MAX_VALUE_LABELS = 16
+# Spike clipping of y axes (``spike_limit``): the bulk of the values is their lowest 75%; an axis is clipped when the
+# largest value lies more than 3 bulk-spans above the bulk (a diverging loss: the LR range test's last steps, a
+# blow-up at one step), and then ends one bulk-span above it.
+CLIP_QUANTILE = 0.75
+CLIP_RATIO = 3.0
 
 STATUS_ORDER = ("fail", "error", "warn", "pass", "skip")
 CSS = """
@@ -66,6 +77,13 @@ figure { margin: .6em 0; display: inline-block; }
 figure img { max-width: 100%; border: 1px solid #eaeef2; }
 figcaption { color: #59636e; font-size: .9em; }
 .plot-error { color: #8250df; }
+details.result > summary .title { color: #59636e; }
+details.result > summary .short { color: #59636e; font-size: .9em; margin-left: .4em; }
+details.result[open] > summary .short { display: none; }
+details.result.fail, details.result.error { border-color: #cf222e; border-width: 2px; }
+details.result.warn { border-color: #d4a72c; border-width: 2px; }
+details.result[open] > summary { margin-bottom: .4em; }
+.plots { display: flex; flex-wrap: wrap; gap: .6em; }
 """
 
 
@@ -91,34 +109,131 @@ def _floats(values: Iterable[Any]) -> list[float]:
     return out
 
 
-def _finite_for_scale(xs: list[float], ys: list[float], xlog: bool, ylog: bool) -> tuple[list[float], list[float]]:
-    """Drop points that cannot be drawn: non-finite, or non-positive on a log axis."""
-    keep = [
-        (x, y)
-        for x, y in zip(xs, ys)
-        if math.isfinite(x) and math.isfinite(y) and (not xlog or x > 0) and (not ylog or y > 0)
-    ]
-    return [p[0] for p in keep], [p[1] for p in keep]
+def _drawable(x: float, y: float, xlog: bool, ylog: bool) -> bool:
+    return math.isfinite(x) and math.isfinite(y) and (not xlog or x > 0) and (not ylog or y > 0)
 
 
-def _draw_line(ax: Any, spec: dict[str, Any]) -> None:
+def spike_limit(values: Iterable[float], log: bool = False) -> float | None:
+    """The top of a y axis that a few spikes would otherwise swamp (a loss that diverges to 1e25 next to a curve at
+    1.6), or None when the values need no clipping. The bulk is the lowest ``CLIP_QUANTILE`` of the values; when the
+    largest value lies more than ``CLIP_RATIO`` bulk-spans above it, the axis ends one bulk-span above the bulk (in
+    decades on a log axis)."""
+    tv = sorted(math.log10(v) if log else v for v in values if math.isfinite(v) and (not log or v > 0))
+    if len(tv) < 5:
+        return None
+    lo, hi = tv[0], tv[-1]
+    q = tv[int(CLIP_QUANTILE * (len(tv) - 1))]
+    span = max(q - lo, 0.5 if log else max(abs(q) * 0.1, 1e-12))
+    if hi <= q + CLIP_RATIO * span:
+        return None
+    top = q + span
+    return 10**top if log else top
+
+
+def _clip(ax: Any, curves: list[tuple[str, list[float], list[float]]], ylog: bool, color_of: dict[str, Any]) -> str:
+    """Clip the y axis above a few spikes and mark the points above it (and +inf ones) on the top edge; return the
+    line that says so (for the title), or ""."""
+    values = [y for _, _, ys in curves for y in ys]
+    top = spike_limit(values, ylog)
+    if top is None:
+        return ""
+    finite = [v for v in values if math.isfinite(v) and (not ylog or v > 0)]
+    bottom = min(finite)
+    bottom = bottom / 1.3 if ylog else bottom - 0.05 * (top - bottom)
+    ax.set_ylim(bottom, top)
+    for name, xs, ys in curves:
+        over = [x for x, y in zip(xs, ys) if math.isfinite(x) and (y > top or y == math.inf)]
+        if over:
+            ax.plot(
+                over,
+                [top] * len(over),
+                linestyle="none",
+                marker="^",
+                markersize=7,
+                color=color_of.get(name),
+                clip_on=False,
+                zorder=5,
+            )
+    biggest = max(v for v in values if not math.isnan(v))
+    return f"▲ = above {fmt_value(top)} (up to {fmt_value(biggest)}): axis clipped"
+
+
+def _tick_text(v: float, _pos: Any = None) -> str:
+    """Axis numbers as a person writes them: 0.2, 30, 1e-05; no offset, no 2x10^-1."""
+    if v == 0:
+        return "0"
+    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def _readable_ticks(ax: Any, axis: str, log: bool) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(FuncFormatter(_tick_text))
+    if log:
+        lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+        decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 10
+        if decades <= 3:  # few major ticks: label 2x and 5x too, plainly
+            target.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+            target.set_minor_formatter(FuncFormatter(_tick_text))
+        else:
+            target.set_minor_formatter(NullFormatter())
+
+
+def _draw_line(ax: Any, spec: dict[str, Any]) -> str:
+    """Draw a line plot; return a note for the title ("" or the clipping line)."""
     xlog, ylog = spec.get("xscale") == "log", spec.get("yscale") == "log"
+    curves = []
+    colors: dict[str, Any] = {}
     for name, curve in (spec.get("curves") or {}).items():
         ys = _floats(curve.get("y", []))
         xs = _floats(curve.get("x", range(len(ys))))
-        xs, ys = _finite_for_scale(xs, ys, xlog, ylog)
-        ax.plot(xs, ys, marker="." if len(xs) <= 30 else None, label=str(name))
+        keep = [(x, y) for x, y in zip(xs, ys) if _drawable(x, y, xlog, ylog)]
+        (line,) = ax.plot(
+            [p[0] for p in keep], [p[1] for p in keep], marker="." if len(keep) <= 30 else None, label=str(name)
+        )
+        colors[str(name)] = line.get_color()
+        curves.append((str(name), xs, ys))
     if xlog:
         ax.set_xscale("log")
     if ylog:
         ax.set_yscale("log")
+    note = _clip(ax, curves, ylog, colors)
     for i, (label, x) in enumerate((spec.get("marks") or {}).items()):
         xv = _floats([x])[0]
         if math.isfinite(xv) and (not xlog or xv > 0):
             ax.axvline(xv, linestyle="--", linewidth=1, color=f"C{(i + 3) % 10}", label=f"{label} = {fmt_value(x)}")
+    _draw_refs(ax, spec, ylog)
+    return note
 
 
-def _draw_bar(ax: Any, spec: dict[str, Any]) -> None:
+def _draw_refs(ax: Any, spec: dict[str, Any], ylog: bool) -> None:
+    """Horizontal reference lines (a goal, a rule of thumb), kept inside the axis."""
+    for label, y in (spec.get("refs") or {}).items():
+        yv = _floats([y])[0]
+        if not math.isfinite(yv) or (ylog and yv <= 0):
+            continue
+        lo, hi = ax.get_ylim()
+        ax.axhline(yv, linestyle=":", linewidth=1.5, color="#1f2328", label=f"{label} = {fmt_value(y)}")
+        if not lo <= yv <= hi:
+            ax.set_ylim(min(lo, yv / 1.3 if ylog else yv), max(hi, yv * 1.3 if ylog else yv))
+
+
+_MODULE_PATH = re.compile(r"^[A-Za-z_0-9]+(\.[A-Za-z_0-9]+)*$")
+
+
+def module_label(name: str) -> str:
+    """A module name as code: ``net.2.1`` -> ``model.net[2][1]``, ``0`` -> ``model[0]`` (other names unchanged)."""
+    if not name or not _MODULE_PATH.match(name):
+        return name
+    out = "model"
+    for part in name.split("."):
+        out += f"[{part}]" if part.isdigit() else f".{part}"
+    return out
+
+
+def _draw_bar(ax: Any, spec: dict[str, Any]) -> bool:
+    """Draw a bar plot; True when its y axis is a fraction shown in percent (its tick labels are set)."""
     curves = list((spec.get("curves") or {}).items())
     labels: list[str] = []
     for _, curve in curves:  # union of categories, in first-seen order
@@ -126,6 +241,10 @@ def _draw_bar(ax: Any, spec: dict[str, Any]) -> None:
             if str(x) not in labels:
                 labels.append(str(x))
     width = 0.8 / max(len(curves), 1)
+    ylog = spec.get("yscale") == "log"
+    percent = "fraction" in str(spec.get("ylabel", "")).lower()
+    values: list[float] = []
+    containers = []
     for i, (name, curve) in enumerate(curves):
         ys = _floats(curve.get("y", []))
         # a curve without x shares the categories of the others when it has as many values, else is indexed
@@ -133,39 +252,102 @@ def _draw_bar(ax: Any, spec: dict[str, Any]) -> None:
         xs = [str(x) for x in curve.get("x", default_x)]
         labels.extend(x for x in xs if x not in labels)
         pos = [labels.index(x) - 0.4 + width * (i + 0.5) for x in xs]
-        keep = [(p, y) for p, y in zip(pos, ys) if math.isfinite(y) and (spec.get("yscale") != "log" or y > 0)]
-        ax.bar([p for p, _ in keep], [y for _, y in keep], width=width, label=str(name))
-    if spec.get("yscale") == "log":
+        keep = [(p, y) for p, y in zip(pos, ys) if math.isfinite(y) and (not ylog or y > 0)]
+        values += [y for _, y in keep]
+        if ylog:  # a zero has no bar on a log axis: write it at the bottom (a dead layer is often the finding)
+            for p_, y in zip(pos, ys):
+                if y == 0:
+                    ax.text(
+                        p_,
+                        0.01,
+                        "0",
+                        transform=ax.get_xaxis_transform(),
+                        ha="center",
+                        va="bottom",
+                        fontsize=9,
+                        fontweight="bold",
+                        color="#cf222e",
+                    )
+        containers.append(ax.bar([p for p, _ in keep], [y for _, y in keep], width=width, label=str(name)))
+    if ylog:
         ax.set_yscale("log")
+    elif values and min(values) >= 0:
+        ax.set_ylim(bottom=0)
+        if max(values) == 0:  # nothing to see: say so instead of an empty -0.04..0.04 axis
+            ax.set_ylim(0, 1)
+            ax.text(
+                0.5,
+                0.55,
+                "all values are 0",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="#59636e",
+            )
+    if len(labels) <= MAX_VALUE_LABELS:
+        for c in containers:
+            ax.bar_label(c, labels=[_value_text(b.get_height(), percent) for b in c], fontsize=7, padding=1)
+    if percent and not ylog:
+        from matplotlib.ticker import PercentFormatter
+
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        if values and max(values) <= 1:
+            ax.set_ylim(0, max(ax.get_ylim()[1], 0.1) if max(values) > 0 else 1)
+    shown = labels
+    if re.search(r"\b(module|layer)s?\b", str(spec.get("xlabel", "")).lower()):
+        shown = [module_label(x) for x in labels]
     step = max(1, math.ceil(len(labels) / MAX_BAR_LABELS))
     ticks = list(range(0, len(labels), step))
     ax.set_xticks(ticks)
-    ax.set_xticklabels([labels[t] for t in ticks], rotation=60 if len(labels) > 6 else 0, ha="right", fontsize=8)
+    rotate = len(labels) > 6 or max((len(x) for x in shown), default=0) > 12
+    ax.set_xticklabels(
+        [shown[t] for t in ticks], rotation=45 if rotate else 0, ha="right" if rotate else "center", fontsize=8
+    )
     for i, (label, x) in enumerate((spec.get("marks") or {}).items()):
         xv = labels.index(str(x)) if str(x) in labels else _floats([x])[0]
         if math.isfinite(xv):
             ax.axvline(xv, linestyle="--", linewidth=1, color=f"C{(i + 3) % 10}", label=f"{label} = {fmt_value(x)}")
+    _draw_refs(ax, spec, ylog)
+    return percent and not ylog
 
 
-def plot_png(spec: dict[str, Any]) -> bytes:
-    """One plot of the ``Result.series`` convention as PNG bytes."""
+def _value_text(v: float, percent: bool) -> str:
+    if percent:
+        return f"{v:.0%}" if v == 0 or v >= 0.01 else f"{v:.1%}"
+    return _tick_text(v)
+
+
+def figure(spec: dict[str, Any]) -> Any:
+    """One plot of the ``Result.series`` convention as a matplotlib Figure (Agg canvas, no pyplot)."""
     Figure, FigureCanvasAgg = _matplotlib()
     spec = jsonable(spec)
     fig = Figure(figsize=FIG_SIZE_IN, dpi=FIG_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if spec.get("kind") == "bar":
-        _draw_bar(ax, spec)
+    bar = spec.get("kind") == "bar"
+    percent, note = False, ""
+    if bar:
+        percent = _draw_bar(ax, spec)
     else:
-        _draw_line(ax, spec)
-    ax.set_title(str(spec.get("title", "")), fontsize=10)
+        note = _draw_line(ax, spec)
+    if not percent:
+        _readable_ticks(ax, "y", spec.get("yscale") == "log")
+    if not bar:
+        _readable_ticks(ax, "x", spec.get("xscale") == "log")
+    ax.set_title(str(spec.get("title", "")) + (f"\n{note}" if note else ""), fontsize=10)
     ax.set_xlabel(str(spec.get("xlabel", "")))
     ax.set_ylabel(str(spec.get("ylabel", "")))
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_png(spec: dict[str, Any]) -> bytes:
+    """One plot of the ``Result.series`` convention as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    figure(spec).savefig(buf, format="png")
     return buf.getvalue()
 
 
@@ -207,28 +389,44 @@ def _plots(r: Result) -> str:
             f"<figure class='plot' data-series='{_e(name)}'><img alt='{_e(title)}' "
             f"src='data:image/png;base64,{data}'><figcaption>{_e(title)}</figcaption></figure>"
         )
-    return "".join(parts)
+    return f"<div class='plots'>{''.join(parts)}</div>" if parts else ""
+
+
+PROBLEMS = ("fail", "error", "warn")
+
+
+def problems_first(results: list[Result]) -> list[Result]:
+    """Fails, errors and warnings first (in battery order), then passes and skips (in battery order)."""
+    return [r for r in results if r.status.value in PROBLEMS] + [r for r in results if r.status.value not in PROBLEMS]
 
 
 def _result_details(i: int, r: Result) -> str:
+    """One probe: open when it failed, errored or warned (message, fix, the plots that explain it, the numbers);
+    collapsed when it passed or was skipped."""
     st = r.status.value
-    is_open = " open" if st in ("fail", "error", "warn") or r.series else ""
-    body = [f"<p class='message'>{_e(r.message)}</p>", _numbers_table(r)]
+    is_open = " open" if st in PROBLEMS else ""
+    body = [f"<p class='message'>{_e(r.message)}</p>"]
     if r.hint:
         body.append(f"<div class='hint'><strong>How to fix:</strong> {_e(r.hint)}</div>")
+    body.append(_plots(r))
+    body.append(_numbers_table(r))
     if r.notes:
         body.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in r.notes) + "</ul>")
-    body.append(_plots(r))
     return (
         f"<details class='result {st}' id='{anchor(i, r.id)}'{is_open}>"
-        f"<summary><span class='badge'>{st.upper()}</span> <h3>{_e(r.id)}</h3> {_e(r.title)}</summary>"
+        f"<summary><span class='badge'>{st.upper()}</span> <h3>{_e(r.id)}</h3> "
+        f"<span class='title'>{_e(r.title)}</span> <span class='short'>{_e(_short(r.message))}</span></summary>"
         f"{''.join(body)}</details>"
     )
 
 
+def _short(message: str, limit: int = 90) -> str:
+    return message if len(message) <= limit else message[: limit - 1].rstrip() + "…"
+
+
 def _summary_table(i: int, s: SetupReport) -> str:
     rows = []
-    for r in s.results:
+    for r in problems_first(s.results):
         st = r.status.value
         se = f"{r.steps:.0f}"
         rows.append(
@@ -249,17 +447,21 @@ def _setup_section(i: int, s: SetupReport, strict: bool) -> str:
     cost = f"{s.duration_s:.1f} s"
     if s.step_equivalents is not None and s.step_time_s:
         cost += f": {s.step_equivalents:.0f} training steps run (one step {s.step_time_s * 1000:.1f} ms)"
+    verdict = "STOPPED" if s.stopped else "OK" if ok else "NOT OK"
     out = [
         f"<section class='setup' id='setup-{i}'><h2>{_e(s.path)} "
-        f"<span class='verdict {'ok' if ok else 'notok'}'>{'OK' if ok else 'NOT OK'}</span></h2>",
+        f"<span class='verdict {'ok' if ok else 'notok'}'>{verdict}</span></h2>",
         f"<p class='meta'>seed {s.seed} · {_e(s.device)} · budget {_e(s.budget)} · {_e(counts or 'no results')} "
         f"in {_e(cost)}</p>",
     ]
     if s.error is not None:
-        out.append(f"<div class='setup-error'><strong>Setup error:</strong> {_e(s.error)}</div>")
+        label = "Stopped" if s.stopped else "Setup error"
+        out.append(f"<div class='setup-error'><strong>{label}:</strong> {_e(s.error)}</div>")
+    if s.notes:
+        out.append("<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in s.notes) + "</ul>")
     if s.results:
         out.append(_summary_table(i, s))
-        out.extend(_result_details(i, r) for r in s.results)
+        out.extend(_result_details(i, r) for r in problems_first(s.results))
     out.append("</section>")
     return "".join(out)
 
@@ -271,7 +473,7 @@ def _overview(report: Report) -> str:
         f"{'OK' if s.is_ok(report.strict) else 'NOT OK'}</span></td>"
         + "".join(f"<td class='num'>{s.counts()[k]}</td>" for k in STATUS_ORDER)
         + "</tr>"
-        for i, s in enumerate(report.setups)
+        for i, s in sorted(enumerate(report.setups), key=lambda t: t[1].is_ok(report.strict))
     )
     head = "".join(f"<th>{k}</th>" for k in STATUS_ORDER)
     head = f"<thead><tr><th>setup</th><th>verdict</th>{head}</tr></thead>"
@@ -296,6 +498,7 @@ def render(report: Report, **options: Any) -> str:
     ]
     if len(report.setups) > 1:
         parts.append(_overview(report))
-    parts.extend(_setup_section(i, s, report.strict or s.strict) for i, s in enumerate(report.setups))
+    order = sorted(range(len(report.setups)), key=lambda i: report.setups[i].is_ok(report.strict))  # not ok first
+    parts.extend(_setup_section(i, report.setups[i], report.strict or report.setups[i].strict) for i in order)
     parts.append("</body></html>\n")
     return "\n".join(parts)

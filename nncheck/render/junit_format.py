@@ -5,14 +5,17 @@ Shape (the de-facto schema that pytest's ``--junitxml`` also writes)::
     <testsuites name="nncheck" tests= failures= errors= skipped= time=>
       <testsuite name="examples/mlp.py" ...>              one per setup file
         <properties> seed, device, budget, step time, step equivalents </properties>
-        <testcase classname="examples.mlp" name="overfit-batch" file="examples/mlp.py" time="1.100">
+        <testcase classname="examples.mlp.nncheck" name="overfit-batch" file="examples/mlp.py" time="1.100">
           <failure message="one line" type="fail">message, measured, expected, fix</failure>   fail
           <error message=... type="error">...</error>                                          error
           <skipped message="why"/>                                                             skip
           <system-out>WARN: ...</system-out>                       warn (a <failure type="warn"> under strict)
         </testcase>
 
-A setup that could not be loaded is a testsuite with one ``setup`` testcase carrying an ``<error>``.
+A setup that could not be loaded is a testsuite with one ``setup`` testcase carrying an ``<error type="setup">``; a
+setup that was stopped (a hung phase, a worker that died) keeps the testcases of the probes that finished and adds
+that ``setup`` testcase with an ``<error type="stopped">``. The classname is pytest's for the same setup file
+(``examples.mlp.nncheck``), so the CLI's and pytest's reports group alike.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from nncheck.render import result_lines
 if TYPE_CHECKING:
     from nncheck.report import Report, Result, SetupReport
 
+# The collector of a setup file's probes in the pytest plugin (its node id is `<file>::nncheck::<probe>`).
+BATTERY = "nncheck"
 # Characters XML 1.0 forbids (control characters other than tab, newline, carriage return).
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -35,9 +40,10 @@ def clean(text: str) -> str:
 
 
 def classname(path: str) -> str:
-    """``examples/mlp.py`` -> ``examples.mlp`` (what pytest writes, so CI reporters group the same way)."""
+    """``examples/mlp.py`` -> ``examples.mlp.nncheck``: what pytest's ``--junitxml`` writes for the plugin's items
+    (``examples/mlp.py::nncheck::<probe>``), so that CI reporters group the CLI's and pytest's results the same way."""
     stem = path[:-3] if path.endswith(".py") else path
-    return ".".join(p for p in re.split(r"[\\/]+", stem) if p not in ("", ".", ".."))
+    return ".".join([*(p for p in re.split(r"[\\/]+", stem) if p not in ("", ".", "..")), BATTERY])
 
 
 def details(r: Result) -> str:
@@ -86,12 +92,6 @@ def _suite(root: ET.Element, s: SetupReport, strict: bool) -> dict[str, int]:
         if value is not None:
             ET.SubElement(props, "property", name=key, value=str(value))
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    if s.error is not None:
-        case = ET.SubElement(suite, "testcase", classname=classname(s.path), name="setup", file=s.path, time="0.000")
-        first = s.error.splitlines()[0] if s.error else "setup error"
-        el = ET.SubElement(case, "error", message=clean(first), type="setup")
-        el.text = clean(s.error)
-        counts["tests"], counts["errors"] = 1, 1
     for r in s.results:
         outcome = _testcase(suite, s, r, strict)
         counts["tests"] += 1
@@ -101,6 +101,13 @@ def _suite(root: ET.Element, s: SetupReport, strict: bool) -> dict[str, int]:
             counts["errors"] += 1
         elif outcome == "skipped":
             counts["skipped"] += 1
+    if s.error is not None:  # after the probes that finished (a stopped setup keeps them)
+        case = ET.SubElement(suite, "testcase", classname=classname(s.path), name="setup", file=s.path, time="0.000")
+        first = s.error.splitlines()[0] if s.error else "setup error"
+        el = ET.SubElement(case, "error", message=clean(first), type="stopped" if s.stopped else "setup")
+        el.text = clean(s.error)
+        counts["tests"] += 1
+        counts["errors"] += 1
     suite.set("tests", str(counts["tests"]))
     suite.set("failures", str(counts["failures"]))
     suite.set("errors", str(counts["errors"]))

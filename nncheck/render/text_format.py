@@ -25,7 +25,7 @@ def _body(r: Result, verbose: bool) -> Text:
     """Message, then (for warn / fail / error, or verbose) numbers, fix and notes: one wrapped column."""
     st = r.status.value
     body = Text(r.message)
-    loud = st != "pass" or verbose
+    loud = st not in ("pass", "skip") or verbose  # a skip's message says why; its numbers are in -v and the JSON
     nums, exp = fmt_numbers(r.measured), fmt_numbers(r.expected)
     if nums and loud:
         body.append(f"\nmeasured: {nums}", style="dim")
@@ -42,32 +42,38 @@ def _body(r: Result, verbose: bool) -> Text:
 
 def _setup(console: Console, s: SetupReport, verbose: bool, strict: bool) -> None:
     console.print(Text(s.path, style="bold"), Text(f"  (seed {s.seed}, {s.device}, budget {s.budget})", style="dim"))
+    if s.results:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for r in s.results:
+            st = r.status.value
+            grid.add_row(
+                Text(LABEL[st], style=STYLE[st]),
+                Text(r.id, style="bold" if st in ("fail", "error") else ""),
+                _body(r, verbose),
+            )
+        console.print(Padding(grid, (0, 0, 0, 2)))
     if s.error is not None:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column(overflow="fold")
-        grid.add_row(Text(" SETUP ERROR ", style="bold white on red"), Text(s.error))
+        label = " STOPPED " if s.stopped else " SETUP ERROR "
+        grid.add_row(Text(label, style="bold white on red"), Text(s.error))
         console.print(Padding(grid, (0, 0, 0, 2)))
+    for note in s.notes:
+        console.print(Padding(Text(f"note: {note}", style="dim"), (0, 0, 0, 2)))
+    if s.error is not None and not s.results:
         return
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True)
-    grid.add_column(no_wrap=True)
-    grid.add_column(overflow="fold")
-    for r in s.results:
-        st = r.status.value
-        grid.add_row(
-            Text(LABEL[st], style=STYLE[st]),
-            Text(r.id, style="bold" if st in ("fail", "error") else ""),
-            _body(r, verbose),
-        )
-    console.print(Padding(grid, (0, 0, 0, 2)))
     c = s.counts()
     parts = [f"{c[k]} {k}" for k in ("pass", "warn", "fail", "error", "skip") if c[k]]
     cost = f"{s.duration_s:.1f} s"
     if s.step_equivalents is not None and s.step_time_s:
         cost += f": {s.step_equivalents:.0f} training steps run (one step {s.step_time_s * 1000:.1f} ms)"
     ok = s.is_ok(strict)
-    verdict = Text(" OK " if ok else " NOT OK ", style="bold white on green" if ok else "bold white on red")
+    word = " STOPPED " if s.stopped else " OK " if ok else " NOT OK "
+    verdict = Text(word, style="bold white on green" if ok else "bold white on red")
     console.print(Text("  "), verdict, Text(f" {', '.join(parts)} in {cost}"))
 
 
