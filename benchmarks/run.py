@@ -124,10 +124,14 @@ def _summary(sr: Any) -> dict[str, Any]:
         "seed": sr.seed,
         "duration_s": sr.duration_s,
         "step_time_s": sr.step_time_s,
+        "step_time_start_s": sr.step_time_start_s,
+        "step_time_end_s": sr.step_time_end_s,
         "step_equivalents": sr.step_equivalents,
+        "wall_step_equivalents": sr.wall_step_equivalents,
         "error": sr.error,
         "results": [
-            {"id": r.id, "status": r.status.value, "duration_s": r.duration_s, "message": r.message} for r in sr.results
+            {"id": r.id, "status": r.status.value, "duration_s": r.duration_s, "steps": r.steps, "message": r.message}
+            for r in sr.results
         ],
     }
 
@@ -307,6 +311,8 @@ def cost(setups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "step_time_ms": full and full["step_time_s"] and full["step_time_s"] * 1000,
                 "steps_full": full and full["step_equivalents"],
                 "steps_fast": fast and fast["step_equivalents"],
+                "wall_steps_full": full and full.get("wall_step_equivalents"),
+                "wall_steps_fast": fast and fast.get("wall_step_equivalents"),
                 "step_mb": step_mb,
                 "battery_mb": battery_mb,
                 "memory_ratio": ratio,
@@ -320,9 +326,10 @@ def cost(setups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def probe_steps(run: dict[str, Any] | None) -> dict[str, float]:
-    if not run or not run.get("step_time_s"):
+    """Training-step equivalents each probe ran (counted: a forward 1/3, a backward 2/3, by samples)."""
+    if not run:
         return {}
-    return {r["id"]: r["duration_s"] / run["step_time_s"] for r in run["results"]}
+    return {r["id"]: r.get("steps", 0.0) for r in run["results"]}
 
 
 def stability(setups: list[dict[str, Any]], budgets: list[str], seeds: int) -> dict[str, Any]:
@@ -428,7 +435,10 @@ def print_detection(d: dict[str, Any]) -> None:
 
 
 def print_cost(rows: list[dict[str, Any]]) -> None:
-    print("\n== Cost per setup (seed 0; steps = battery time / one training step's time) ==")
+    print(
+        "\n== Cost per setup (seed 0; steps = training-step equivalents run, counted; wall = battery time / one "
+        "step's time) =="
+    )
     body = [
         [
             r["path"] + ("" if r["correct"] else " *"),
@@ -437,6 +447,8 @@ def print_cost(rows: list[dict[str, Any]]) -> None:
             fmt(r["step_time_ms"], 2),
             fmt(r["steps_full"]),
             fmt(r["steps_fast"]),
+            fmt(r["wall_steps_full"]),
+            fmt(r["wall_steps_fast"]),
             fmt(r["step_mb"], 1),
             fmt(r["battery_mb"], 1),
             ("~" if r["memory_ratio_noisy"] else "") + fmt(r["memory_ratio"], 1),
@@ -452,6 +464,8 @@ def print_cost(rows: list[dict[str, Any]]) -> None:
                 "step ms",
                 "steps full",
                 "steps fast",
+                "wall full",
+                "wall fast",
                 "step MB",
                 "battery MB",
                 "mem x",

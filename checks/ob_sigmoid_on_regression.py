@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 EXPECT = {"overfit-batch": "fail"}
+# The fast budget's looser goal (15% of the initial loss) leaves the 4-sample run still falling fast enough at its end
+# to count as slow on some seeds: a warning, not a fail (see `nncheck explain overfit-batch`, batch_size).
+EXPECT_FAST = {"overfit-batch": "warn|fail"}
 
 N_FEATURES, BATCH = 8, 32
 

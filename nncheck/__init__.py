@@ -9,6 +9,7 @@ The heavy modules (torch) load on first use, so ``import nncheck`` and ``nncheck
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from nncheck._version import __version__
@@ -81,10 +82,18 @@ def check(
 
 
 def check_file(path: str, **options: Any) -> Report:
-    """Run the battery on a setup file; options as in ``check``. Raises ``SetupError`` for unusable setups."""
-    from nncheck.setup import load_setup
+    """Run the battery on a setup file; options as in ``check``. Raises ``SetupError`` for unusable setups, and for
+    a setup whose import or preflight ran past its time limit (``time_budget_s``; the message names the phase and
+    the line of your code it was running)."""
+    from nncheck.config import load_config
+    from nncheck.report import Report
+    from nncheck.runner import run_file
+    from nncheck.setup import SetupError
 
-    return _run(load_setup(path), path, options)
+    sr = run_file(os.fspath(path), load_config(path), options)
+    if sr.error is not None:
+        raise SetupError(sr.error)
+    return Report([sr])
 
 
 def _run(setup: Setup, config_from: str | None, overrides: dict[str, Any]) -> Report:

@@ -44,7 +44,8 @@ class Config:
     device: str = "cpu"
     strict: bool = False
     budget: str = "full"
-    time_budget_s: float | None = None  # wall-clock backstop of one probe; None: scaled from the step time
+    # wall-clock limit of the import, the preflight and each probe; None: 300 s (import, preflight) and 5000 steps
+    time_budget_s: float | None = None
     threads: int | None = None  # torch CPU threads during the run; None: automatic (runner.auto_threads)
     probes: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "defaults"
@@ -87,10 +88,11 @@ def check_device(value: str, where: str) -> None:
 
 
 def validate(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    """Check keys, probe ids, parameter names and value types; return a normalised dict."""
-    from nncheck.registry import registry
+    """Check keys, probe ids, parameter names and value types; return a normalised dict. Reads the probes from the
+    torch-free catalogue when it is current (``nncheck._catalog``), so that the CLI's parent never imports torch."""
+    from nncheck._catalog import probes as catalogue
 
-    probes = registry()
+    probes = catalogue()
     ids = list(probes)
     out: dict[str, Any] = {}
     for key, value in raw.items():

@@ -18,17 +18,19 @@ import torch
 from torch import nn
 
 from nncheck import losses
+from nncheck import trace as training_trace
 from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
-from nncheck.setup import Batch, Setup, SetupError, user_location
+from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
 from nncheck.state import seed_everything
-from nncheck.tensors import first_tensor, iter_tensors, map_tensors
+from nncheck.tensors import first_tensor, get_path, iter_tensors, map_tensors, path_name
 
 # Number of batches the context reads from `data` at most (probes use the first few).
 MAX_CACHED_BATCHES = 8
 # Steps timed to estimate one training step, after warm-up steps. The step time is the fastest of them: another
-# process can only slow a step down, so the minimum is the estimate a busy machine disturbs least.
-STEP_TIMING_WARMUP = 2
-STEP_TIMING_STEPS = 5
+# process can only slow a step down, so the minimum is the estimate a busy machine disturbs least (the runner times
+# two more steps after the battery and keeps the fastest of all).
+STEP_TIMING_WARMUP = 1
+STEP_TIMING_STEPS = 3
 # Cost accounting, in training steps of the user's batch (forward + backward + optimizer step = 1): a backward pass
 # costs about twice a forward (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1: ~2N
 # FLOPs per token forward, ~4N backward), so a forward counts 1/3 and a backward 2/3; a pass over part of a batch
@@ -73,7 +75,11 @@ class Context:
         self.loss_kind = "custom"
         self.loss_inferred = False
         self.step_time_s: float | None = None
+        # the first batch's labels do not fit the output (out of range, 1-based): the data probe's fail, found by the
+        # preflight, which then stops short of the loss (the runner skips the other probes with a pointer)
+        self.data_problem: str | None = None
         self.steps_spent = 0.0  # training-step equivalents run so far (FORWARD_SHARE / BACKWARD_SHARE)
+        self._trace: training_trace.Trace | None = None
         self._reference_batch_size: int | None = None
 
     # ------------------------------------------------------------------ time budget
@@ -102,6 +108,13 @@ class Context:
                 f"{where} returned {type(model).__name__}, not a torch.nn.Module. `model` must be a function "
                 "that returns a fresh nn.Module (e.g. `def model(): return MyNet()`)."
             )
+        if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+            raise SetupError(
+                f"{where} returned a model on the `meta` device: its weights have no data (built under "
+                "`with torch.device('meta'):`, `init_empty_weights()` or `device='meta'`), so it can be neither run "
+                "nor copied. Build it on a real device (`def model(): return MyNet()`), or materialise it before "
+                "returning it: `net.to_empty(device='cpu')`, then initialise or load its weights."
+            )
         return model
 
     def pristine_model(self) -> nn.Module:
@@ -114,9 +127,24 @@ class Context:
     def fresh_model(self, train: bool = True, dropout: bool = True) -> nn.Module:
         """A new copy of the model at initialisation, on the device, in train (or eval) mode; with
         ``dropout=False`` its dropout modules are in eval mode (the rest stays in train mode)."""
-        m = copy.deepcopy(self.pristine_model())
+        try:
+            m = copy.deepcopy(self.pristine_model())
+        except Exception:  # it holds a lock, a file, a stream: build another one from the factory, same weights
+            m = self._rebuilt_model()
         m.train(train)
         return m if dropout else without_dropout(m)
+
+    def _rebuilt_model(self) -> nn.Module:
+        """A new model from the user's factory with the pristine model's weights, for a model that cannot be
+        deep-copied; the global RNGs are left as they were (the factory is called under the run's seed)."""
+        from nncheck.state import preserved_global_state
+
+        if self.setup.model_is_instance:  # pragma: no cover - an uncopyable instance is refused by setup_from_kwargs
+            raise SetupError(f"{self.setup.path}: `model` cannot be deep-copied; give a factory `def model(): ...`.")
+        with preserved_global_state():
+            m = self.build_model().to(self.device)
+        m.load_state_dict(self.pristine_model().state_dict())
+        return m
 
     def pristine_state(self) -> dict[str, Any]:
         """The state dict of the model at initialisation, without a copy: read it (``load_state_dict`` copies
@@ -230,6 +258,8 @@ class Context:
         the whole batch with a custom forward (targets may be built from inputs; see ``map_inputs``)."""
         if not self.setup.custom_forward and isinstance(batch, (tuple, list)) and len(batch) == 2:
             return batch[0]
+        if not self.setup.custom_forward and is_labelled_dict(batch):
+            return {k: v for k, v in batch.items() if k != LABELS}
         return batch
 
     def map_inputs(self, batch: Batch, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
@@ -240,6 +270,8 @@ class Context:
         """
         if not self.setup.custom_forward and isinstance(batch, (tuple, list)) and len(batch) == 2:
             return type(batch)((map_tensors(batch[0], fn), batch[1]))
+        if not self.setup.custom_forward and is_labelled_dict(batch):
+            return {k: v if k == LABELS else map_tensors(v, fn) for k, v in batch.items()}
         return map_tensors(batch, fn)
 
     def batch_size(self, batch: Batch | None = None) -> int:
@@ -251,15 +283,96 @@ class Context:
         return int(t.shape[0])
 
     def slice_batch(self, batch: Batch, n: int, start: int = 0) -> Batch:
-        """The samples ``start:start+n`` of a batch (every tensor whose first dim is the batch size)."""
+        """The samples ``start:start+n`` of a batch (every tensor whose first dim is the batch size). Raises ProbeSkip
+        when the batch cannot be cut (``preflight``: the forward fails on a cut batch, e.g. a whole graph)."""
+        if getattr(self, "uncuttable", None):
+            raise ProbeSkip(f"the batch cannot be cut into samples: {self.uncuttable}")
         bs = self.batch_size(batch)
         return map_tensors(batch, lambda t: t[start : start + n] if t.dim() and t.shape[0] == bs else t)
 
     def output_tensor(self, output: Any) -> torch.Tensor:
-        """The output as one tensor (probes that need it skip when the model returns something else)."""
+        """The output as one tensor: the output itself, or the one tensor the loss reads (the logits of a Hugging Face
+        ``ModelOutput``); probes that need it skip for other outputs (multi-output models: see ``heads``)."""
         if isinstance(output, torch.Tensor):
             return output
+        if isinstance(self.loss_fn, losses.HeadLoss):
+            return get_path(output, self.loss_fn.path)
         raise ProbeSkip(f"the model output is a {type(output).__name__}, not a tensor")
+
+    # ------------------------------------------------------------------ multi-output models
+    def heads(self) -> list[losses.Head]:
+        """The output tensors the loss judges, each with its own loss term (``losses.Head``), found on the first batch:
+        the output itself for a tensor output; the logits of a Hugging Face output; for a tuple / dict / dataclass
+        output, the heads named in the setup's ``nncheck = {"heads": ...}``, or else the terms of the loss that are
+        torch loss functions of one output tensor and one target tensor (``losses.identify_terms``). Empty when none
+        can be identified (a model's own loss that no standard loss reproduces, a loss written out by hand)."""
+        found: list[losses.Head] | None = getattr(self, "_heads", None)
+        if found is None:
+            found = self._find_heads()
+            self._heads = found
+        return found
+
+    def _find_heads(self) -> list[losses.Head]:
+        model = self.fresh_model(train=True, dropout=False)
+        with torch.no_grad():
+            out, y = self.forward(model, self.batch())
+            if isinstance(out, torch.Tensor):
+                whole = losses.Head("output", (), None, self.loss_fn, self.loss_kind, value=float(self.loss(out, y)))
+                if self.loss_kind != "custom":
+                    return [whole]
+        if isinstance(out, torch.Tensor):
+            # a loss function written by the user: when it is one torch loss of the output (a reshape for a
+            # sequence, an ignore_index), judge that loss
+            try:
+                terms = losses.identify_terms(self.loss_fn, out, y)
+            except Exception:
+                terms = []
+            one = len(terms) == 1 and terms[0].weight == 1.0 and terms[0].value is not None
+            if one and abs(terms[0].value - (whole.value or 0.0)) <= 1e-6 * max(1.0, abs(whole.value or 0.0)):
+                return terms
+            return [whole]
+        with torch.no_grad():
+            if isinstance(self.loss_fn, losses.HeadLoss):
+                path, inner = self.loss_fn.path, self.loss_fn.inner
+                value = float(self.loss(out, y))
+                return [losses.Head(path_name(out, path), path, None, inner, self.loss_kind, value=value)]
+            if self.setup.heads:
+                heads = []
+                for key, (target_key, loss) in self.setup.heads.items():
+                    try:
+                        head_out, head_y = get_path(out, (key,)), get_path(y, (target_key,))
+                    except (KeyError, IndexError, AttributeError, TypeError) as e:
+                        raise SetupError(
+                            f"{self.setup.path}: `heads` names output {key!r} / target {target_key!r}, which the first "
+                            f"batch does not have ({type(e).__name__}: {e}). Use the keys of the model output and of "
+                            "the targets."
+                        ) from e
+                    kind = losses.loss_kind_of(loss)
+                    value = float(loss(head_out, head_y))
+                    heads.append(losses.Head(path_name(out, (key,)), (key,), (target_key,), loss, kind, value=value))
+                return heads
+        try:
+            return losses.identify_terms(self.loss_fn, out, y)
+        except Exception:  # a loss nncheck cannot record (scripted code): no head identified
+            return []
+
+    def head_layer(
+        self, model: nn.Module, batch: Batch, head: losses.Head, exact: bool = False
+    ) -> tuple[str, nn.Module] | None:
+        """The output layer of one head (``modelgraph.output_layer_of`` matched on the head's tensor)."""
+        runs = self.execution_order(model, batch)
+        return output_layer_of(runs, exact, final=head.tensor(runs[-1][2]))
+
+    def target_of(self, batch: Batch) -> Any:
+        """The targets of a batch as the default forward reads them (``y`` of ``(x, y)``, ``batch["labels"]``); None
+        with a custom forward (run it to get them) or another batch layout."""
+        if self.setup.custom_forward:
+            return None
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            return batch[1]
+        if is_labelled_dict(batch):
+            return batch[LABELS]
+        return None
 
     # ------------------------------------------------------------------ training
     def train_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> float:
@@ -269,6 +382,19 @@ class Context:
         loss.backward()
         opt.step()
         return float(loss.detach())
+
+    def trace(self, steps: int) -> training_trace.Trace:
+        """The shared training trace (``nncheck.trace``), run on to at least ``steps`` steps (fewer when it stopped
+        at a non-finite value). Read it; never train its model."""
+        if self._trace is None:
+            self._trace = training_trace.start(self)
+        training_trace.extend(self, self._trace, steps)
+        return self._trace
+
+    def trace_checkpoint(self, steps: int) -> training_trace.Checkpoint | None:
+        """The trace's losses (each training batch and the held-out batch, dropout off) after ``steps`` steps, a
+        multiple of ``nncheck.trace.CHECKPOINT_EVERY``; None when the trace went non-finite before."""
+        return training_trace.checkpoint_at(self, self.trace(0), steps)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -283,7 +409,7 @@ class Context:
         if not batches:
             raise SetupError(f"{path}: data() yielded no batch. It must yield at least one (inputs, targets).")
         batch = batches[0]
-        if not self.setup.custom_forward:
+        if not self.setup.custom_forward and not is_labelled_dict(batch):
             if not isinstance(batch, (tuple, list)) or len(batch) != 2:
                 desc = type(batch).__name__
                 if isinstance(batch, (tuple, list)):
@@ -291,8 +417,9 @@ class Context:
                 elif isinstance(batch, dict):
                     desc += f" with keys {sorted(batch)}"
                 raise SetupError(
-                    f"{path}: data() yields {desc}, not an (inputs, targets) pair. Yield `(x, y)` batches, or "
-                    "define `def forward(model, batch): ... return output, target` in the setup file."
+                    f"{path}: data() yields {desc}, not an (inputs, targets) pair nor a dict with `{LABELS}`. Yield "
+                    f"`(x, y)` batches or dicts holding the targets under `{LABELS}` (Hugging Face), or define "
+                    "`def forward(model, batch): ... return output, target` in the setup file."
                 )
             if first_tensor(batch[0]) is None:
                 raise SetupError(
@@ -307,13 +434,23 @@ class Context:
         except Exception as e:
             fn = "forward(model, batch)" if self.setup.custom_forward else "model(x) on the first batch"
             raise SetupError(f"{path}: {fn} raised {type(e).__name__}: {e}{user_location(e)}") from e
+        self._check_batch_dim(out, y, batch)
         if self.setup.loss is None:
-            if not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
+            own = losses.match_own_loss(out, y) if not isinstance(out, torch.Tensor) else None
+            if own is not None:  # the model's own loss is a standard loss of its logits: use that one
+                self.loss_fn, self.loss_name = own
+            elif not isinstance(out, torch.Tensor) and losses.own_loss(out) is not None:
+                self.loss_fn, self.loss_name = losses.ModelOwnLoss(), "the model's own loss (output.loss)"
+            elif not isinstance(out, torch.Tensor) or not isinstance(y, torch.Tensor):
                 raise SetupError(
                     f"{path}: cannot infer a loss: output is {type(out).__name__} and target is "
-                    f"{type(y).__name__}; the default losses need tensors. Define `loss = ...` in the setup file."
+                    f"{type(y).__name__}; the default losses need tensors. Define `loss = ...` in the setup file "
+                    "(for a model with several outputs, e.g. `def loss(out, y): return F.cross_entropy(out[0], y[0]) + "
+                    "F.mse_loss(out[1], y[1])`), or return the loss as `output.loss` (Hugging Face models do when "
+                    f"the batch holds `{LABELS}`)."
                 )
-            self.loss_fn, self.loss_name = losses.infer_loss(out, y, path)
+            else:
+                self.loss_fn, self.loss_name = losses.infer_loss(out, y, path)
             self.loss_inferred = True
         else:
             self.loss_fn = self.setup.loss
@@ -323,9 +460,10 @@ class Context:
             f"output shape {tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}, "
             f"target shape {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}"
         )
-        problem = self.label_problem(out, y)
+        problem = self.label_problem(out if isinstance(out, torch.Tensor) else self._maybe_tensor(out), y)
         if problem:
-            raise SetupError(f"{path}: the first batch's {problem}. See `nncheck explain data`.")
+            self.data_problem = f"the first batch's {problem}"
+            return
         try:
             with torch.no_grad():
                 value = self.loss(out, y)
@@ -342,8 +480,58 @@ class Context:
                     "numpy): gradients flow only through tensors."
                 )
             raise SetupError(f"{path}: the loss ({self.loss_name}) must return a scalar tensor; {fix}")
+        self.uncuttable = self._cut_problem(self.fresh_model(train=False), batch)  # eval: a BatchNorm takes 1 sample
         if time_steps:
             self.step_time_s = self.measure_step_time()
+
+    def _cut_problem(self, model: nn.Module, batch: Batch) -> str | None:
+        """Why the first batch cannot be cut into samples along the first dimension (the forward raises on its first
+        half: a whole graph whose edges index all its nodes), or None."""
+        try:
+            n = self.batch_size(batch)
+        except ProbeSkip:
+            return None
+        if n < 2:
+            return None
+        try:
+            with torch.no_grad():
+                self.forward(model, self.slice_batch(batch, n // 2))
+        except Exception as e:
+            return (
+                f"the forward raises on its first {n // 2} of {n} samples ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}): its tensors do not all share the sample dimension "
+                "(e.g. a graph's edges index all its nodes)"
+            )
+        return None
+
+    def _maybe_tensor(self, output: Any) -> Any:
+        try:
+            return self.output_tensor(output)
+        except ProbeSkip:
+            return output
+
+    def _check_batch_dim(self, out: Any, y: Any, batch: Batch) -> None:
+        """With the default forward: the output must keep the batch dimension of the inputs when the targets do. A
+        ``view(-1, N)`` whose N is not the per-sample size changes it (25 samples of 16x4x4 = 256 features viewed as
+        ``(-1, 400)`` give 16 rows): say so before the loss fails with a shape error or the default loss is guessed
+        from the wrong width."""
+        if self.setup.custom_forward or not isinstance(y, torch.Tensor) or y.dim() == 0:
+            return
+        x = first_tensor(self.inputs_of(batch))
+        o = out if isinstance(out, torch.Tensor) else self._maybe_tensor(out)
+        if x is None or x.dim() == 0 or not isinstance(o, torch.Tensor) or o.dim() == 0:
+            return
+        n = int(x.shape[0])
+        if int(y.shape[0]) != n or int(o.shape[0]) % n == 0:  # (B * T, C) rows of a sequence model are fine
+            return
+        raise SetupError(
+            f"{self.setup.path}: the model returns {int(o.shape[0])} rows (output shape {tuple(o.shape)}) for a batch "
+            f"of {n} samples (input shape {tuple(x.shape)}, target shape {tuple(y.shape)}): forward() changes the "
+            "batch dimension. Look for a `view` / `reshape` with a hard-coded size, e.g. `x.view(-1, 400)` where "
+            "one sample holds another number of features at that point (it depends on the input size: 16x5x5 = 400 "
+            "for 32x32 images, 16x4x4 = 256 for 28x28). Keep the batch dimension: `x = x.flatten(1)` or "
+            "`x.reshape(x.shape[0], -1)`, and size the next layer from `x.shape` printed there."
+        )
 
     def measure_step_time(self, warmup: int = STEP_TIMING_WARMUP, steps: int = STEP_TIMING_STEPS) -> float:
         """Wall time of one training step (forward + backward + optimizer step) on the first batch: the fastest of
@@ -399,25 +587,26 @@ class Context:
         return output_layer_of(self.execution_order(model, batch), exact)
 
     # ------------------------------------------------------------------ hints
-    def rerun(self, *probe_ids: str) -> str:
-        """The command that re-runs ``probe_ids`` on this setup with this run's seed, budget and device: a command
-        line for a setup file, the Python call for a setup given to ``nncheck.check``."""
+    def rerun(self, *probe_ids: str, budget: str | None = None) -> str:
+        """The command that re-runs ``probe_ids`` on this setup with this run's seed, budget (or ``budget``) and device:
+        a command line for a setup file, the Python call for a setup given to ``nncheck.check``."""
         path = self.setup.path or ""
         ids = ",".join(probe_ids)
+        budget = budget or self.budget
         if path.endswith(".py"):
             line = f"nncheck run {path}" + (f" --only {ids}" if ids else "")
             if self.seed:
                 line += f" --seed {self.seed}"
-            if self.budget != "full":
-                line += f" --budget {self.budget}"
+            if budget != "full":
+                line += f" --budget {budget}"
             if self.device.type != "cpu":
                 line += f" --device {self.device}"
             return line
         args = ["..."] + ([f"only={list(probe_ids)!r}"] if probe_ids else [])
         if self.seed:
             args.append(f"seed={self.seed}")
-        if self.budget != "full":
-            args.append(f"budget={self.budget!r}")
+        if budget != "full":
+            args.append(f"budget={budget!r}")
         if self.device.type != "cpu":
             args.append(f"device={str(self.device)!r}")
         return f"nncheck.check({', '.join(args)})"

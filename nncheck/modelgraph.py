@@ -4,11 +4,14 @@ of a submodule for hints, and the module / op families several probes recognise 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from nncheck.tensors import SHAPE_OPS as SHAPE_OPS  # re-exported: probes import it from here
 
 # Module families. BatchNorm: every running-statistics norm of torch (BatchNorm1d/2d/3d, SyncBatchNorm, Lazy*).
 BATCHNORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
@@ -21,13 +24,16 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.instancenorm._InstanceNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
-# Ops that only reshape, view, index or cast a tensor: a value passes through them unchanged in content. Names as
-# torch.fx calls them (``getitem``) and as ``__torch_function__`` sees them (``__getitem__``).
-SHAPE_OPS = frozenset({
-    "view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "permute", "transpose", "contiguous",
-    "movedim", "view_as", "reshape_as", "t", "float", "double", "half", "to", "type", "clone", "getitem",
-    "__getitem__", "select", "narrow", "expand", "expand_as", "detach",
-})  # fmt: skip
+
+
+# Normalisation layers of other libraries (Hugging Face's LlamaRMSNorm / T5LayerNorm, apex's FusedLayerNorm...) are
+# recognised by their class name.
+NORM_NAME = re.compile(r"Norm(?!al)")
+
+
+def is_norm(m: nn.Module) -> bool:
+    """A normalisation layer: torch's (``NORM_TYPES``) or a class named ``...Norm...`` (RMSNorm, T5LayerNorm)."""
+    return isinstance(m, NORM_TYPES) or bool(NORM_NAME.search(type(m).__name__))
 
 
 def is_dropout(m: nn.Module) -> bool:
@@ -44,6 +50,20 @@ def without_dropout(model: nn.Module) -> nn.Module:
         if is_dropout(m):
             m.eval()
     return model
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[None]:
+    """Run a block and put the model's buffers back as they were (a train-mode forward updates BatchNorm's running
+    statistics even without gradient)."""
+    saved = {k: v.detach().clone() for k, v in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                if k in saved and v.shape == saved[k].shape:
+                    v.copy_(saved[k])
 
 
 def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -81,20 +101,23 @@ def forward_hooks(
 
 def execution_order(model: nn.Module, run: Callable[[], Any]) -> list[tuple[str, nn.Module, Any]]:
     """Leaf modules in the order ``run()`` (one forward pass of ``model``, no grad) runs them, each with its output;
-    a last entry ``("", model, output)`` holds what ``run()`` returned."""
+    a last entry ``("", model, output)`` holds what ``run()`` returned. The model's buffers are left as they were."""
     order: list[tuple[str, nn.Module, Any]] = []
     record = lambda mod, inp, out, name: order.append((name, mod, out))  # noqa: E731
-    with forward_hooks(leaf_modules(model), record), torch.no_grad():
+    with forward_hooks(leaf_modules(model), record), torch.no_grad(), preserved_buffers(model):
         out = run()
     order.append(("", model, out))  # sentinel: the model output itself
     return order
 
 
-def output_layer_of(runs: list[tuple[str, nn.Module, Any]], exact: bool = False) -> tuple[str, nn.Module] | None:
+def output_layer_of(
+    runs: list[tuple[str, nn.Module, Any]], exact: bool = False, final: Any = None
+) -> tuple[str, nn.Module] | None:
     """From an ``execution_order``: the last parameterised leaf module whose output has the model output's shape
     (else, unless ``exact``, the last parameterised leaf run). ``None`` when there is no such module (with ``exact``:
-    the output is computed in forward after the last layer, e.g. a scaled cosine similarity)."""
-    final = runs[-1][2]
+    the output is computed in forward after the last layer, e.g. a scaled cosine similarity). ``final``: the output
+    tensor to match (one head of a multi-output model) instead of the model output."""
+    final = runs[-1][2] if final is None else final
     with_params = [(n, m, o) for n, m, o in runs[:-1] if any(True for _ in m.parameters(recurse=False))]
     if not with_params:
         return None

@@ -79,3 +79,36 @@ def seed_everything(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+@dataclass
+class RngStates:
+    """Every random generator a training step may draw from (torch CPU and CUDA, numpy, random): captured at one
+    point and put back later, so that a run interrupted there continues exactly as if it had not been."""
+
+    torch_rng: torch.Tensor
+    cuda_rng: list[torch.Tensor] | None
+    numpy_rng: Any
+    python_rng: Any
+
+    @classmethod
+    def capture(cls) -> RngStates:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return cls(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        np.random.set_state(self.numpy_rng)
+        random.setstate(self.python_rng)
+
+
+@contextlib.contextmanager
+def preserved_rngs() -> Iterator[None]:
+    """Run a block without it changing any random generator's state (the block may draw; the state comes back)."""
+    states = RngStates.capture()
+    try:
+        yield
+    finally:
+        states.restore()

@@ -40,7 +40,7 @@ def test_gap_and_advantage():
 # ---------------------------------------------------------------------------------------------- corpus
 @pytest.mark.parametrize("path", broken_files(PID), ids=rel)
 def test_broken_setups_explain_and_plot(path):
-    r = run_file(path, budget="fast", only=[PID]).result(PID)
+    r = run_file(path, budget="full", only=[PID]).result(PID)
     assert r.hint and r.measured and r.expected, r.message
     assert "real inputs (A), train" in r.series["loss"]["curves"]
 
@@ -103,7 +103,7 @@ def test_single_batch_is_split_into_train_and_heldout():
         data=[(x, y)],
         optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
         only=[PID],
-        budget="fast",
+        budget="full",
     )
     r = report[PID]
     assert r.status.value == "pass", r.message
@@ -174,7 +174,7 @@ def test_a_correct_vit_whose_heldout_loss_dips_early_passes(seed):
         loss=nn.CrossEntropyLoss(label_smoothing=0.1),
         optimizer=adamw_groups,
         only=[PID],
-        budget="fast",
+        budget="full",
         seed=seed,
     )[PID]
     assert r.status.value == "pass", r.message
@@ -185,7 +185,7 @@ def test_a_correct_vit_whose_heldout_loss_dips_early_passes(seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_shuffled_labels_are_confirmed_on_every_cached_batch(seed):
     path = next(p for p in broken_files(PID) if p.name == "ii_labels_shuffled.py")
-    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    r = run_file(path, seed=seed, budget="full", only=[PID]).result(PID)
     assert r.status.value == "warn", r.message
     assert r.measured["confirm_train_batches"] == 7 and r.measured["confirm_steps"] == 180
     assert r.measured["confirm_heldout_advantage"] < -0.03 and "confirmed on 7 training batches" in r.message
@@ -203,3 +203,23 @@ def test_suggested_commands_for_an_api_setup_are_python_calls():
     r = report[PID]
     assert r.status.value == "fail" and r.measured["identical_losses"], r.message
     assert "run `nncheck.check(..., only=['activations', 'gradient-flow'], seed=1)`" in r.hint, r.hint
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_fast_budget_is_inconclusive_rather_than_wrong(seed):
+    """The fast budget stops at 10 steps: shuffled labels (a warn under the full budget) end as a skip that points to
+    the full budget; models that ignore their input still fail at step 5 (identical losses)."""
+    shuffled = next(p for p in broken_files(PID) if p.name == "ii_labels_shuffled.py")
+    r = run_file(shuffled, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "skip" and "inconclusive" in r.message and "--budget" not in r.message, r.message
+    zeroed = next(p for p in broken_files(PID) if p.name == "ii_input_zeroed_in_forward.py")
+    r = run_file(zeroed, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail" and r.measured["steps"] == 5 and r.measured["identical_losses"], r.message
+
+
+def test_a_fast_learner_passes_early_against_the_best_constant():
+    """examples/regression.py beats the best constant prediction (the target mean) within the trace's first steps: no
+    blank copy trains beyond the 5 steps of the identical-losses check."""
+    r = run_file("examples/regression.py", budget="full", only=[PID]).result(PID)
+    assert r.status.value == "pass" and "best constant" in r.message, r.message
+    assert r.measured["heldout_gap_to_constant"] >= 0.03 and r.measured["train_gap_to_constant"] >= 0.05

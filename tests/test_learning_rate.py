@@ -57,10 +57,10 @@ def test_full_budget_verdicts_and_series(name):
     r = run_file(path, only=[PID]).result(PID)
     assert r.status.value == ("fail" if "too_low" in name else "pass"), r.message
     m = r.measured
-    assert m["sweep_steps_run"] <= 100 and m["confirm_steps_run"] == 30
+    assert m["sweep_steps_run"] <= 50 and m["confirm_steps_run"] == 30
     sweep = r.series["lr_range"]
     assert sweep["xscale"] == "log" and sweep["marks"]["your LR"] == m["user_lr"]
-    assert sweep["curves"]["smoothed (EMA)"]["x"][0] == pytest.approx(1e-7)
+    assert sweep["curves"]["smoothed (EMA)"]["x"][0] == pytest.approx(1e-6)
     bars = r.series["update_ratio"]
     assert bars["kind"] == "bar" and bars["curves"]["update/weight"]["x"] == list(m["update_ratio"])
     if "too_low" in name:
@@ -138,7 +138,7 @@ def test_sweep_helpers():
     assert ref == pytest.approx(2.0) and best is not None and best < 1.6 and at is not None and at >= 1e-5
 
 
-@pytest.mark.parametrize("name", ["numerics_log_of_zero.py", "data_nan_targets.py"])
+@pytest.mark.parametrize("name", ["numerics_log_of_zero.py", "numerics_naive_softmax.py"])
 def test_non_finite_loss_at_init_is_not_an_lr_problem(name):
     """A NaN cascade used to give "LR 0.001 too high ... lr=1e-08": the LR cannot fix a NaN at init."""
     r = run_file(f"checks/{name}", seed=0, budget="fast", only=[PID]).result(PID)
@@ -163,7 +163,7 @@ def _poisson_model() -> nn.Module:
     return m
 
 
-def _poisson(shift: float, seed: int, budget: str = "fast", lr: float = 1e-3) -> nncheck.Result:
+def _poisson(shift: float, seed: int, budget: str = "full", lr: float = 1e-3) -> nncheck.Result:
     base = nn.PoissonNLLLoss(log_input=True)
     return nncheck.check(
         model=_poisson_model,

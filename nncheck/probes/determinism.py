@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncheck import trace as training_trace
 from nncheck.kit import Context, Findings, Result, code_path, forward_hooks, param, probe
 from nncheck.tensors import iter_tensors, map_tensors
+from nncheck.trace import Trace
 
 # How many differing tensors a message names.
 MAX_NAMED = 3
@@ -69,10 +71,6 @@ def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 def same_float(x: float, y: float) -> bool:
     """Equal Python floats, NaN equal to NaN (whatever its sign bit)."""
     return x == y or (math.isnan(x) and math.isnan(y))
-
-
-def first_non_finite(losses: list[float]) -> int | None:
-    return next((i for i, x in enumerate(losses) if not math.isfinite(x)), None)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -217,8 +215,9 @@ def training_model(ctx: Context) -> nn.Module:
     return model.train()
 
 
-def run_training(ctx: Context, batches: list[Any], steps: int) -> tuple[list[float], dict[str, torch.Tensor]]:
-    """``steps`` steps of the user's optimizer from the pristine weights and the run's seed."""
+def run_training(ctx: Context, batches: list[Any], steps: int) -> tuple[list[float], nn.Module]:
+    """``steps`` steps of the user's optimizer from the pristine weights and the run's seed, as the shared training
+    trace runs them (same seeding, same batches in turn): the losses and the trained model."""
     model = training_model(ctx)
     ctx.seed_all()
     opt = ctx.optimizer(model)
@@ -226,24 +225,35 @@ def run_training(ctx: Context, batches: list[Any], steps: int) -> tuple[list[flo
     for i in range(steps):
         ctx.check_time()
         losses.append(ctx.train_step(model, opt, batches[i % len(batches)]))
-    return losses, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return losses, model
 
 
-def compare_runs(
-    a: tuple[list[float], dict[str, torch.Tensor]],
-    b: tuple[list[float], dict[str, torch.Tensor]],
-    model: nn.Module | None = None,
-) -> Diff:
-    (la, sa), (lb, sb) = a, b
-    step = next((i for i, (x, y) in enumerate(zip(la, lb)) if not same_float(x, y)), None)
-    diffs = differing_tensors(sa, sb)
-    if step is None and not diffs:
-        return Diff(True, f"{len(la)} steps: equal losses and parameters")
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def compare_with_trace(ctx: Context, trace: Trace, steps: int) -> Diff:
+    """Run B (a new build holding the same initial weights, the same seed) against the shared trace (run A), run by the
+    trace's own procedure: losses step by step and a fingerprint of every parameter and buffer after ``steps`` steps.
+    When they differ, a third run from the trace's start gives the state dict that names the differing tensors."""
+    run_b = training_trace.start(ctx, training_model(ctx))
+    training_trace.extend(ctx, run_b, steps)
+    losses_a, losses_b = trace.losses[:steps], run_b.losses[:steps]
+    step = next((i for i, (x, y) in enumerate(zip(losses_a, losses_b)) if not same_float(x, y)), None)
+    fp_b = run_b.fingerprints[steps - 1] if len(run_b.fingerprints) >= steps else None
+    if step is None and len(losses_b) == len(losses_a) and trace.fingerprints[steps - 1] == fp_b:
+        return Diff(True, f"{steps} steps: equal losses and parameters")
+    replay = training_trace.start(ctx)
+    training_trace.extend(ctx, replay, steps)
+    assert replay.model is not None and run_b.model is not None
+    diffs = differing_tensors(state_of(replay.model), state_of(run_b.model))
     parts = []
     if step is not None:
-        parts.append(f"loss differs from step {step} ({la[step]:.6g} vs {lb[step]:.6g})")
+        parts.append(f"loss differs from step {step} ({losses_a[step]:.6g} vs {losses_b[step]:.6g})")
     if diffs:
-        parts.append(f"parameters differ: {describe(diffs, model)}")
+        parts.append(f"parameters differ: {describe(diffs, ctx.pristine_model())}")
+    if not parts:  # the replay agreed with run B where the trace did not: the difference is between runs anyway
+        parts.append("parameters differ between runs (a third run agreed with the second)")
     return Diff(False, "; ".join(parts), [n for n, _ in diffs], {"first_differing_step": step})
 
 
@@ -286,8 +296,12 @@ def deterministic_mode_run(ctx: Context, batches: list[Any], steps: int, twice: 
         opt = ctx.optimizer(model)
         with forward_hooks(model.named_modules(), leave, pre=enter):
             losses = [ctx.train_step(model, opt, batches[i % len(batches)]) for i in range(steps)]
-        first = (losses, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
-        equal = compare_runs(first, run_training(ctx, batches, steps)).equal if twice else None
+        equal = None
+        if twice:
+            losses_b, model_b = run_training(ctx, batches, steps)
+            equal = all(same_float(x, y) for x, y in zip(losses, losses_b)) and not differing_tensors(
+                state_of(model), state_of(model_b)
+            )
         return OpProbe(None, None, None, equal)
     except RuntimeError as e:
         msg = str(e)
@@ -348,17 +362,18 @@ def measure(ctx: Context, p: Params) -> Measurement:
     steps = max(1, p.steps)
     model = None if ctx.setup.model_is_instance else check_model_build(ctx)
     data = check_data(ctx, p.data_batches)
-    # (3) from the cached batches and the pristine model: isolated from (1) and (2)
-    batches = ctx.batches(min(4, steps))
-    run_a = run_training(ctx, batches, steps)
-    step = first_non_finite(run_a[0])
+    # (3) the shared training trace (run A, from the pristine model and the cached batches: isolated from (1) and
+    # (2)) against a second run
+    trace = ctx.trace(steps)
+    batches = trace.batches
+    event = trace.event_within(steps)
     nonfinite, op = None, None
-    if step is not None:
-        # a NaN/inf loss is a numerics bug, not a reproducibility one: two NaN runs say nothing about seeding
-        nonfinite = (step, run_a[0][step])
-        training = Diff(True, f"skipped: the training loss is non-finite ({run_a[0][step]}) at step {step}")
+    if event is not None:
+        # a NaN/inf is a numerics bug, not a reproducibility one: two NaN runs say nothing about seeding
+        nonfinite = (event.step, event.loss)
+        training = Diff(True, f"skipped: the training {event.stage} is non-finite at step {event.step}")
     else:
-        training = compare_runs(run_a, run_training(ctx, batches, steps), ctx.pristine_model())
+        training = compare_with_trace(ctx, trace, steps)
         # name the op without a deterministic implementation; when the runs agreed, one step finds the ops that
         # agreed by chance but are not guaranteed to
         twice = not training.equal
@@ -431,7 +446,7 @@ def _measured(m: Measurement) -> dict[str, Any]:
             measured["model_differing_tensors"] = m.model.names
     measured.update({"data": "equal" if m.data.equal else "differs", "data_detail": m.data.detail, "steps": m.steps})
     if m.nonfinite is not None:
-        measured["training"] = "skipped (non-finite loss)"
+        measured["training"] = "skipped (non-finite value)"
         measured["training_detail"] = m.training.detail
         measured["non_finite_loss_step"] = m.nonfinite[0]
     else:
@@ -456,7 +471,8 @@ def judge(m: Measurement, p: Params, rerun: Callable[..., str]) -> Findings:
     if m.nonfinite is not None:
         step, loss = m.nonfinite
         f.note(
-            f"Training comparison skipped: the loss is {loss} at step {step}. Find where it comes from with "
+            f"Training comparison skipped: a value is non-finite at step {step} (loss {loss}). Find where it comes "
+            "from with "
             f"`{rerun('numerics')}`."
         )
     if m.broken:
@@ -472,7 +488,7 @@ def _summary(m: Measurement, p: Params, rerun: Callable[..., str]) -> str:
     if m.nonfinite is not None:
         return (
             f"model and first {p.data_batches} batches reproducible under one seed; training not compared "
-            f"(non-finite loss at step {m.nonfinite[0]}: run `{rerun('numerics')}`)"
+            f"(non-finite value at step {m.nonfinite[0]}: run `{rerun('numerics')}`)"
         )
     return f"reproducible: model, first {p.data_batches} batches and {m.steps} training steps equal under one seed"
 
@@ -507,9 +523,11 @@ def determinism(ctx: Context, p: Params) -> Result:
 
     What it does:
         Under the run's seed (nncheck seeds torch, CUDA, numpy and random): (1) calls `model()` twice and
-        compares the state dicts bit for bit; (2) calls `data()` twice and compares the first `data_batches`
-        batches; (3) trains `steps` steps twice from the same initial model on the same cached batches and
-        compares every loss and the final parameters. When (3) differs it re-runs with
+        compares the state dicts bit for bit; (2) calls `data()` twice and compares the first {data_batches}
+        batches; (3) compares the first {steps} steps of the shared training trace with a second run from a new
+        build of the model holding the same initial weights, on the same cached batches: every loss and a
+        fingerprint of every parameter and buffer (their float64 sum and sum of squares) after the last step.
+        When (3) differs it re-runs with
         `torch.use_deterministic_algorithms(True)` (warn_only=False) to name the nondeterministic op, and says
         whether the two runs then agree. A model given as a module instance is deep-copied, which is
         deterministic by construction: (1) then passes trivially.

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from nncheck.kit import Context, Findings, Result, bar_plot, line_plot, param, probe
-from nncheck.modelgraph import without_dropout
 from nncheck.report import skipped
+from nncheck.trace import TRAIN_EVAL_EVERY, eval_losses
 
 # The steepest-descent search skips the first SKIP_WINDOWS x 1/(1 - smoothing) steps (25 of 100 with 0.98), where
 # the bias-corrected EMA still averages a handful of losses and wobbles with the batches (torch-lr-finder skips 10
@@ -33,25 +33,27 @@ ADAM_FAMILY = ("Adam", "AdamW", "NAdam", "RAdam", "Adamax", "SparseAdam")
 class Params:
     """Parameters of learning-rate (`[tool.nncheck.probes.learning-rate]`)."""
 
-    # The fast budget costs a third: 25 sweep steps over 1e-4..10 (about 5 per decade instead of 12.4), the EMA
-    # window scaled to the same LR decades (0.98^(12.4/5) = 0.951) and a 10-step confirm run.
+    # fastai's lr_find sweeps 1e-7..10 in 100 steps (12.4 per decade). The full budget sweeps 1e-6..10 in 50 steps
+    # (7.1 per decade), the fast one 1e-4..10 in 25 (5 per decade), each with the EMA window scaled to the same LR
+    # decades (0.98^(12.4/7.1) = 0.966, 0.98^(12.4/5) = 0.951); no optimizer of checks/ or examples/ moves the loss
+    # below 1e-6. The fast budget runs the sweep only when the confirm run is in doubt (sweep_when_clear).
     sweep_start: float = param(
-        1e-07,
+        1e-06,
         fast=1e-4,
         source="L. Smith, Cyclical Learning Rates for Training Neural Networks (2015, arXiv:1506.01186); fastai "
-        "lr_find's start_lr. The fast start keeps every verdict on checks/ and examples/ (seeds 0-2).",
+        "lr_find's start_lr is 1e-7. The starts keep every verdict on checks/ and examples/ (seeds 0-2).",
     )
     sweep_end: float = param(10.0, source="fastai lr_find's end_lr (torch-lr-finder's default too).")
     sweep_steps: int = param(
-        100,
+        50,
         fast=25,
-        source="fastai lr_find's num_it (torch-lr-finder's num_iter); the sweep stops earlier when it diverges.",
+        source="Half of fastai lr_find's num_it (100) over one decade less; the sweep stops earlier when it diverges.",
     )
     smoothing: float = param(
-        0.98,
+        0.966,
         fast=0.951,
-        source="fastai lr_find's EMA factor (bias-corrected). Fast: the same window in LR decades, "
-        "0.98^(12.4/5) = 0.951.",
+        source="fastai lr_find's EMA factor 0.98 (bias-corrected) at 12.4 steps per decade, scaled to the same window "
+        "in LR decades: 0.98^(12.4/7.1) = 0.966, fast 0.98^(12.4/5) = 0.951.",
     )
     # The sweep reads each loss minus its batch's loss at init (batches of different difficulty do not look like
     # divergence) against S = max(the drop the sweep achieved, the spread max - min of the per-batch init losses).
@@ -79,6 +81,14 @@ class Params:
         fast=10,
         source="Measured (seeds 0-2): every correct setup of checks/ and examples/ lowers its loss in this many "
         "steps at its own LR (by >= 3.5% in 30 steps, >= 1.1% in 10).",
+    )
+    sweep_when_clear: bool = param(
+        True,
+        fast=False,
+        source="Run the range test even when the confirm run settles the verdict (it then gives advice, a suggested "
+        "LR, and the divergence bound). The fast budget runs it only when 'too low' is open (the loss moved by less "
+        "than too_low_change with updates below low_update_ratio): 'too high' is judged on the confirm run alone "
+        "(non-finite, spike, rise), which catches every too-high setup of checks/ (seeds 0-2).",
     )
     too_low_change: float = param(
         0.01,
@@ -108,11 +118,6 @@ class Params:
         source="cs231n, Neural Networks Part 3 (https://cs231n.github.io/neural-networks-3/#ratio): the ratio should "
         "be ~1e-3; 10x below. Measured (median over modules, first step, seeds 0-2): correct checks/ + examples/ "
         "4.1e-3..3.7e-2; checks/lr_sgd_too_low.py 5e-8; checks/ob_sgd_lr_too_low.py 5e-7.",
-    )
-    batches: int = param(
-        4,
-        source="Batches cycled by the sweep and the confirm run: the first batches, which the context caches for "
-        "every probe (no extra data read).",
     )
 
 
@@ -272,21 +277,9 @@ class Confirm:
         return (self.before - self.after) / abs(self.before) if self.before else 0.0
 
 
-def batch_losses(ctx: Context, model: nn.Module, batches: list[Any]) -> list[float]:
-    """Loss of each of ``batches`` without gradient, dropout off (the model's mode is put back)."""
-    modes = {m: m.training for m in model.modules()}
-    without_dropout(model)
-    try:
-        with torch.no_grad():
-            return [float(ctx.batch_loss(model, b)) for b in batches]
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
 def mean_loss(ctx: Context, model: nn.Module, batches: list[Any]) -> float:
-    """Mean loss over ``batches`` without gradient, dropout off."""
-    losses = batch_losses(ctx, model, batches)
+    """Mean loss over ``batches`` without gradient, dropout off (``nncheck.trace.eval_losses``)."""
+    losses = eval_losses(ctx, model, batches)
     return sum(losses) / len(losses)
 
 
@@ -309,6 +302,25 @@ def update_ratios(model: nn.Module, before: dict[str, list[torch.Tensor]]) -> di
     return out
 
 
+def confirm_from_trace(ctx: Context, steps: int) -> Confirm:
+    """The confirm run at the user's own LR: the first ``steps`` steps of the shared training trace (its own run when
+    ``steps`` is not a multiple of the trace's checkpoint interval)."""
+    trace = ctx.trace(0)
+    if steps % TRAIN_EVAL_EVERY:
+        return confirm_run(ctx, trace.batches, steps)
+    cp = ctx.trace_checkpoint(steps)
+    event = trace.event_within(steps)
+    if event is not None and event.step == 0 and event.stage != "update":
+        raise NonFiniteLoss("at init, before any step")
+    return Confirm(
+        before=trace.checkpoints[0].train_mean,
+        after=cp.train_mean if cp is not None else math.nan,
+        losses=trace.losses_within(steps),
+        update_ratios=dict(trace.update_ratios),
+        init_losses=list(trace.init_losses),
+    )
+
+
 def confirm_run(ctx: Context, batches: list[Any], steps: int, lr: float | None = None) -> Confirm:
     """``steps`` steps of the user's optimizer from a fresh copy, at the user's own LR (or group 0 at ``lr``, the
     other groups keeping their ratios); the update/weight ratios of the first step."""
@@ -317,7 +329,7 @@ def confirm_run(ctx: Context, batches: list[Any], steps: int, lr: float | None =
     opt = ctx.optimizer(model)
     if lr is not None:
         set_lr(opt, lr, lr_ratios(group_lrs(opt)))
-    init_losses = batch_losses(ctx, model, batches)
+    init_losses = eval_losses(ctx, model, batches)
     before = sum(init_losses) / len(init_losses)
     snapshot = {name: [p.detach().clone() for p in ps] for name, ps in module_params(model)}
     losses: list[float] = []
@@ -358,7 +370,7 @@ class Measurement:
     optimizer: str
     group_lrs: list[float]
     confirm: Confirm
-    sweep: Sweep
+    sweep: Sweep | None  # None: skipped (the fast budget, when the confirm run clearly trains)
     suggestion: float | None  # steepest descent of the smoothed sweep
     ref: float  # the sweep's cycle-mean loss at the user's LR
     best_above: float | None  # the sweep's best cycle-mean loss at LRs >= larger_factor x the user's
@@ -375,7 +387,7 @@ class Measurement:
 
     @property
     def div_lr(self) -> float | None:
-        return self.sweep.divergence_lr
+        return self.sweep.divergence_lr if self.sweep is not None else None
 
     @property
     def steps_run(self) -> int:
@@ -396,7 +408,7 @@ class Measurement:
             "group_lrs": self.group_lrs,
             "suggested_lr": self.suggestion,
             "divergence_lr": self.div_lr,
-            "sweep_steps_run": len(self.sweep.lrs),
+            "sweep_steps_run": len(self.sweep.lrs) if self.sweep is not None else 0,
             "confirm_steps_run": self.steps_run,
             "loss_before": c.before,
             "loss_after": c.after,
@@ -419,12 +431,15 @@ class NonFiniteLoss(Exception):
 
 
 def measure(ctx: Context, p: Params, batches: list[Any], group_lrs: list[float], optimizer: str) -> Measurement:
-    """The confirm run at the user's LR, then the range test (in this order: the sweep continues the confirm run's
-    random stream), and the numbers the verdict reads. ``NonFiniteLoss`` when the loss is non-finite at init or at
-    the sweep's smallest LR."""
-    confirm = confirm_run(ctx, batches, p.confirm_steps)
+    """The confirm run at the user's LR (the shared trace), then the range test, and the numbers the verdict reads.
+    ``NonFiniteLoss`` when the loss is non-finite at init or at the sweep's smallest LR."""
+    confirm = confirm_from_trace(ctx, p.confirm_steps)
     if not confirm.starts_finite:
         raise NonFiniteLoss("at init, before any step")
+    if not p.sweep_when_clear and not may_be_too_low(confirm, p):
+        scale = max(spread(confirm.init_losses), confirm.before - confirm.after)
+        spike_step, spike = max_spike(confirm, scale)
+        return Measurement(optimizer, group_lrs, confirm, None, None, math.nan, None, None, scale, spike_step, spike)
     lrs = sweep_lrs(p.sweep_start, p.sweep_end, p.sweep_steps)
     sweep = range_test(ctx, batches, lrs, p.smoothing, p.diverge_rise, confirm.init_losses)
     if not math.isfinite(sweep.raw[0]):
@@ -446,6 +461,14 @@ def measure(ctx: Context, p: Params, batches: list[Any], group_lrs: list[float],
         spike_step=spike_step,
         spike=spike,
     )
+
+
+def may_be_too_low(confirm: Confirm, p: Params) -> bool:
+    """The run at the user's LR leaves "too low" open: the loss barely moved and the first updates are tiny. Only
+    then does the verdict need the range test (a larger LR to try); "too high" is judged on the run itself."""
+    ratios = [v for v in confirm.update_ratios.values() if math.isfinite(v) and v > 0]
+    tiny = not ratios or statistics.median(ratios) < p.low_update_ratio
+    return confirm.finite and abs(confirm.change) < p.too_low_change and tiny
 
 
 def try_larger_lrs(ctx: Context, batches: list[Any], m: Measurement, p: Params) -> None:
@@ -561,6 +584,8 @@ def divergence_text(div_lr: float | None, sweep_end: float) -> str:
 
 
 def advice(m: Measurement, p: Params) -> str:
+    if m.sweep is None:
+        return "range test skipped (the fast budget runs it only when the LR may be too low)"
     divergence = divergence_text(m.div_lr, p.sweep_end)
     if m.suggestion is None:
         return f"range test: {divergence}"
@@ -622,14 +647,16 @@ def plots(m: Measurement) -> dict[str, Any]:
     if m.larger is not None:
         confirm_curves[f"LR {m.larger_lr:.2g}"] = m.larger.losses
     names = list(confirm.update_ratios)
-    return {
-        "lr_range": line_plot(
+    out: dict[str, Any] = {}
+    if sweep is not None:
+        out["lr_range"] = line_plot(
             "LR range test (loss while the LR grows)",
             {"smoothed (EMA)": (sweep.lrs, sweep.smoothed), "raw": (sweep.lrs, sweep.raw)},
             xlabel="learning rate",
             xscale="log",
             marks={"your LR": m.user_lr, "suggested": m.suggestion, "diverges": m.div_lr},
-        ),
+        )
+    return out | {
         "confirm": line_plot("Loss at your LR", confirm_curves),
         "update_ratio": bar_plot(
             f"Update / weight norm after one step (cs231n: ~{HEALTHY_UPDATE_RATIO:g})",
@@ -638,6 +665,7 @@ def plots(m: Measurement) -> dict[str, Any]:
             xlabel="module",
             ylabel="||update|| / ||weight||",
             yscale="log",
+            refs={"cs231n ~1e-3": HEALTHY_UPDATE_RATIO},
         ),
     }
 
@@ -667,18 +695,18 @@ def learning_rate(ctx: Context, p: Params) -> Result:
     """Checks that the optimizer's learning rate trains: not diverging, not stalling.
 
     What it does:
-        (a) A confirm run: {confirm_steps} steps of your optimizer at your own LR (`param_groups[0]["lr"]`)
-        from a fresh copy, cycling the first {batches} batches; the loss on those batches (dropout off) before
-        and after. (b) An LR range test (L. Smith 2015, as fastai / torch-lr-finder do) on another fresh copy
-        with your optimizer's class and hyperparameters: the LR grows exponentially from {sweep_start} to
-        {sweep_end} over at most {sweep_steps} steps; each loss minus its batch's loss at init is smoothed (EMA
-        {smoothing}, bias-corrected) and the sweep stops when it rises {diverge_rise} x S above its minimum,
-        S = max(the drop the sweep achieved, the spread of the per-batch init losses): shift-invariant, so
-        negative losses (Poisson NLL) work. Suggested LR = steepest descent of the smoothed curve; divergence
-        LR = where the sweep stopped. A loss that is non-finite at init or at the sweep's smallest LR is not an
-        LR problem: skipped, pointing at `--only numerics`. Several param groups keep their LR ratios to group
-        0. (c) The update / weight norm ratio per module after the first step at your LR (cs231n: ~1e-3 is
-        healthy): reported, and a guard against calling a healthy LR "too low".
+        (a) A confirm run: the first {confirm_steps} steps of the shared training trace (your optimizer at your own
+        LR, `param_groups[0]["lr"]`, from a fresh copy, cycling the first 4 batches); the loss on those batches
+        (dropout off) before and after. (b) An LR range test (L. Smith 2015, as fastai / torch-lr-finder do) on
+        another fresh copy with your optimizer's class and hyperparameters: the LR grows exponentially from
+        {sweep_start} to {sweep_end} over at most {sweep_steps} steps; each loss minus its batch's loss at init is
+        smoothed (EMA {smoothing}, bias-corrected) and the sweep stops when it rises {diverge_rise} x S above its
+        minimum, S = max(the drop the sweep achieved, the spread of the per-batch init losses): shift-invariant, so
+        negative losses (Poisson NLL) work. Suggested LR = steepest descent of the smoothed curve; divergence LR =
+        where the sweep stopped. A loss that is non-finite at init or at the sweep's smallest LR is not an LR
+        problem: skipped, pointing at `--only numerics`. Several param groups keep their LR ratios to group 0. (c)
+        The update / weight norm ratio per module after the first step at your LR (cs231n: ~1e-3 is healthy):
+        reported, and a guard against calling a healthy LR "too low".
 
     Why is this bad?
         Too high, training diverges (NaN) or bounces at a high loss; too low, it crawls and looks like a model
@@ -711,11 +739,10 @@ def learning_rate(ctx: Context, p: Params) -> Result:
         by -1.1e-06 in 30 steps, while LR 0.519 (5.19e+05x yours, where the range test did best) lowered it by
         85.3% in as many steps"; hint: `torch.optim.SGD(params, lr=0.52, ...)`.
     """
-    batches = ctx.batches(p.batches)
-    user_opt = ctx.optimizer(ctx.fresh_model())
-    lrs, optimizer = group_lrs(user_opt), type(user_opt).__name__
-    if not valid_lr(lrs[0]):
-        return bad_lr(lrs[0], optimizer)
+    trace = ctx.trace(0)
+    batches, lrs, optimizer = trace.batches, trace.group_lrs, trace.optimizer
+    if not lrs or not valid_lr(lrs[0]):
+        return bad_lr(lrs[0] if lrs else math.nan, optimizer)
     try:
         m = measure(ctx, p, batches, lrs, optimizer)
     except NonFiniteLoss as e:

@@ -3,7 +3,7 @@ first training steps at the user's learning rate; the first module, op and line 
 
 from __future__ import annotations
 
-import math
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,17 +14,16 @@ from nncheck.kit import Context, Result, line_plot, param, probe
 from nncheck.probes._locate import (
     Located,
     OpSite,
-    RngState,
     describe_counts,
     fix_hint,
     locate,
     nonfinite_counts,
     param_path,
-    rng_state,
 )
 from nncheck.report import failed, passed
 from nncheck.setup import Batch
 from nncheck.tensors import iter_tensors
+from nncheck.trace import TRACE_BATCHES, Event, Trace
 
 # Feature columns / batches named in a data-error message at most.
 MAX_LISTED = 8
@@ -40,13 +39,6 @@ class Params:
         source="Measured on checks/ (seeds 0-2): every setup with a non-finite value shows it at init (step 0) "
         "except numerics_diverging_sgd.py, which overflows at step 2; the default leaves room for slower divergence, "
         "the fast value still reaches step 2.",
-    )
-    batches: int = param(
-        4,
-        fast=2,
-        source="The first batches, which the context caches for every probe (no extra data read). Missing values in "
-        "10% of the rows of one feature (checks/numerics_nan_feature.py) show up in a batch of 32 with probability "
-        "1 - 0.9^32 = 97%.",
     )
 
 
@@ -92,92 +84,44 @@ def scan_data(ctx: Context, batches: list[Batch]) -> DataScan:
 
 
 def first_nonfinite(model: nn.Module) -> tuple[str, dict[str, int]] | None:
-    """(qualified name, counts) of the first parameter or buffer holding NaN / inf."""
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+    """(qualified name, counts) of the first parameter holding NaN / inf, or buffer holding NaN. A buffer may hold
+    inf on purpose: an additive attention mask of 0 / -inf registered with `register_buffer` (PyTorch's own
+    `nn.Transformer.generate_square_subsequent_mask`); what it does to the outputs, the loss and the gradients is
+    what the training steps check."""
+    for name, t in model.named_parameters():
         c = nonfinite_counts(t)
         if c is not None:
+            return name, c
+    for name, t in model.named_buffers():
+        c = nonfinite_counts(t)
+        if c is not None and c.get("nan"):
             return name, c
     return None
 
 
-def _finite(tensors: list[torch.Tensor]) -> bool:
-    """All finite, in one reduction: the largest max-abs value is NaN or inf exactly when one element is."""
-    if not tensors:
-        return True
-    norms = torch._foreach_norm([t.detach().float() for t in tensors], ord=math.inf)
-    return bool(torch.isfinite(torch.stack(norms).max()))
-
-
-def _loss_and_output_sum(loss: torch.Tensor, out: Any) -> tuple[float, float]:
-    """The loss and the sum of every float output, in one device sync. A NaN / inf anywhere in the outputs makes
-    the sum non-finite (a huge finite sum may overflow too: the caller confirms element-wise)."""
-    parts = [loss.detach().float().reshape(())]
-    parts += [t.detach().float().sum() for t in iter_tensors(out) if t.is_floating_point() and t.numel()]
-    values = torch.stack(parts).tolist()
-    return values[0], sum(values[1:])
-
-
 @dataclass
-class Trace:
-    """The watched training steps: their losses and, when a value went non-finite, where. ``stage`` is "output",
-    "loss" or "gradient" (of ``step``, replayed on ``batch`` from ``rng``) or "update": optimizer step ``step`` left
-    parameter ``tensor`` non-finite although its gradients were finite."""
+class Watched:
+    """The watched training steps, read from the shared trace: the first ``steps`` steps at the user's LR on
+    ``batches`` batches, their losses, and the first non-finite value among them."""
 
     steps: int
     batches: int
     lr: float | None
-    losses: list[float] = field(default_factory=list)
-    stage: str = ""
-    step: int = 0
-    batch: Batch = None
-    rng: RngState | None = None
-    tensor: str = ""
+    losses: list[float]
+    event: Event | None
+    tensor: str = ""  # the parameter an "update" event left non-finite (its code path)
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _bad_update(trace: Trace, model: nn.Module, step: int) -> bool:
-    """Whether optimizer step ``step`` left a parameter non-finite (recorded in ``trace``)."""
-    bad = None if _finite(list(model.parameters())) else first_nonfinite(model)
-    if bad is None:
-        return False
-    trace.stage, trace.step, trace.tensor, trace.counts = "update", step, param_path(bad[0], model), bad[1]
-    return True
-
-
-def watch_training(ctx: Context, model: nn.Module, batches: list[Batch], steps: int) -> Trace:
-    """Train ``model`` for ``steps`` steps at the user's LR, checking the outputs, the loss and the gradients of
-    each step and the parameters after each update; stop at the first non-finite value."""
-    opt = ctx.optimizer(model)
-    lr = opt.param_groups[0].get("lr")
-    trace = Trace(steps, len(batches), float(lr) if isinstance(lr, (int, float)) else None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    for step in range(steps):
-        ctx.check_time()
-        batch = batches[step % len(batches)]
-        opt.zero_grad(set_to_none=True)
-        rng = rng_state(ctx.device)
-        out, y = ctx.forward(model, batch)
-        loss = ctx.loss(out, y)
-        loss_value, out_sum = _loss_and_output_sum(loss, out)
-        stage = ""
-        if not math.isfinite(out_sum) and not all(nonfinite_counts(t) is None for t in iter_tensors(out)):
-            stage = "output"
-        elif not math.isfinite(loss_value):
-            stage = "loss"
-        else:
-            trace.losses.append(loss_value)
-            if loss.requires_grad:
-                loss.backward()
-            if not _finite([p.grad for p in params if p.grad is not None]):
-                stage = "gradient"
-        if stage:
-            # parameters that went non-finite in the previous update are the cause, not this forward pass
-            if not (step and _bad_update(trace, model, step - 1)):
-                trace.stage, trace.step, trace.batch, trace.rng = stage, step, batch, rng
-            return trace
-        opt.step()
-    _bad_update(trace, model, steps - 1)
-    return trace
+def watch(ctx: Context, steps: int) -> tuple[Watched, Trace]:
+    trace = ctx.trace(steps)
+    lr = trace.group_lrs[0] if trace.group_lrs else None
+    w = Watched(min(steps, trace.steps), len(trace.batches), lr, trace.losses[:steps], trace.event_within(steps))
+    if w.event is not None and w.event.stage == "update":
+        assert trace.model is not None
+        w.tensor = param_path(w.event.tensor, trace.model)
+        w.counts = nonfinite_counts(trace.model.get_parameter(w.event.tensor)) or {}
+    return w, trace
 
 
 # ---------------------------------------------------------------------------------------------- wording
@@ -215,12 +159,13 @@ def nonfinite_at_init(name: str, counts: dict[str, int]) -> Result:
     )
 
 
-def update_failure(t: Trace) -> Result:
+def update_failure(t: Watched) -> Result:
+    assert t.event is not None
     return failed(
-        f"parameter `{t.tensor}` became non-finite in optimizer step {t.step} although its gradients were finite: "
-        f"{describe_counts(t.counts)}",
+        f"parameter `{t.tensor}` became non-finite in optimizer step {t.event.step} although its gradients were "
+        f"finite: {describe_counts(t.counts)}",
         measured={
-            "step": t.step,
+            "step": t.event.step,
             "stage": "update",
             "lr": t.lr,
             "losses": t.losses,
@@ -247,14 +192,16 @@ def _at_line(site: OpSite) -> str:
     return f"; at {site.line}" if site.line else ""
 
 
-def located_failure(t: Trace, found: Located, lr_cmd: str) -> Result:
+def located_failure(t: Watched, found: Located, lr_cmd: str) -> Result:
     """The first non-finite output / loss / gradient of the watched steps, with the op that produced it."""
-    stage, when = t.stage, _when(t.step, t.lr)
-    measured: dict[str, Any] = {"step": t.step, "stage": stage, "lr": t.lr, "losses": t.losses}
+    assert t.event is not None
+    step, stage = t.event.step, t.event.stage
+    when = _when(step, t.lr)
+    measured: dict[str, Any] = {"step": step, "stage": stage, "lr": t.lr, "losses": t.losses}
     diverged = (
         " The model was finite at init and blew up during training: lower the learning rate (run "
         f"`{lr_cmd}`) or clip gradients (`torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)`). "
-        if t.step > 0
+        if step > 0
         else " "
     )
     if found.forward is not None:
@@ -292,7 +239,7 @@ def located_failure(t: Trace, found: Located, lr_cmd: str) -> Result:
     )
 
 
-def all_finite_result(t: Trace) -> Result:
+def all_finite_result(t: Watched) -> Result:
     return passed(
         f"inputs, outputs, loss and gradients finite over {t.batches} batch(es) and {t.steps} step(s) "
         f"at lr={t.lr if t.lr is not None else '?'}",
@@ -308,9 +255,11 @@ def numerics(ctx: Context, p: Params) -> Result:
     """Checks that inputs, outputs, the loss and the gradients stay finite (no NaN / inf) in the first steps.
 
     What it does:
-        Scans the first {batches} batches for NaN / inf (a data error, reported with the batch and the feature
-        columns), checks the parameters at init, then trains a fresh copy for {steps} steps at the user's LR,
-        checking the outputs, the loss and every gradient at each step and the parameters after each update.
+        Scans the batches of the shared training trace for NaN / inf (a data error, reported with the batch and
+        the feature columns), checks the parameters at init (and buffers for NaN: an additive attention mask of
+        0 / -inf is a legitimate buffer), then reads the first {steps} steps of the shared training trace (your
+        optimizer at your LR), which checks the outputs, the loss and every gradient at each step and the
+        parameters after each update.
         At the first non-finite value it replays that step under a torch function mode that checks every op
         (forward pre/post hooks name the module running it; node hooks watch the backward): it reports the first
         op that turned finite inputs into NaN / inf, its module (qualified name), the line of your code and the
@@ -338,18 +287,20 @@ def numerics(ctx: Context, p: Params) -> Result:
         (step 0): `torch.log` in the model itself (`model`, LogCounts) produced 222 -inf of 640 values (its inputs were
         finite, range [0, 10]); at checks/numerics_log_of_zero.py:24: return self.net(torch.log(x))".
     """
-    steps = max(1, p.steps)
-    batches = ctx.batches(min(steps, p.batches))
-    scan = scan_data(ctx, batches)
+    model = ctx.pristine_model()
+    scan = scan_data(ctx, ctx.batches(TRACE_BATCHES + 1))  # the trace's batches and its held-out batch
     if scan.first is not None:
         return data_error(scan)
-    model = ctx.fresh_model(train=True)
     bad = first_nonfinite(model)
     if bad is not None:
         return nonfinite_at_init(param_path(bad[0], model), bad[1])
-    trace = watch_training(ctx, model, batches, steps)
-    if trace.stage == "update":
-        return update_failure(trace)
-    if trace.stage:
-        return located_failure(trace, locate(ctx, model, trace.batch, trace.rng), ctx.rerun("learning-rate"))
-    return all_finite_result(trace)
+    watched, trace = watch(ctx, max(1, p.steps))
+    e = watched.event
+    if e is None:
+        return all_finite_result(watched)
+    if e.stage == "update":
+        return update_failure(watched)
+    assert trace.model is not None
+    replay = copy.deepcopy(trace.model)  # the model as the failing step found it (the trace stopped there)
+    replay.zero_grad(set_to_none=True)
+    return located_failure(watched, locate(ctx, replay, trace.batches[e.batch], e.rng), ctx.rerun("learning-rate"))
