@@ -10,7 +10,8 @@ model      yes      zero-arg callable returning a fresh ``nn.Module`` (called un
 data       yes      zero-arg callable returning an iterable of batches, or the iterable itself
 loss       no       ``callable(output, target) -> scalar``; inferred from the targets when absent
 optimizer  no       ``callable(params) -> Optimizer``; default ``Adam(params, lr=3e-4)``
-forward    no       ``callable(model, batch) -> (output, target)``; default ``x, y = batch``
+forward    no       ``callable(model, batch) -> (output, target)``; default ``x, y = batch``, or for a dict
+                    batch with ``labels`` (Hugging Face) ``model(**batch), batch["labels"]``
 causal     no       ``True`` for autoregressive sequence models
 nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``)
 ========== ======== =================================================================================
@@ -26,12 +27,15 @@ import importlib.util
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from nncheck.deadline import DeadlineExceeded
+from nncheck.files import is_user_file
 
 Batch = Any
 ForwardFn = Callable[[nn.Module, Batch], tuple[Any, Any]]
@@ -39,6 +43,8 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 
 CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "causal", "nncheck")
 DEFAULT_LR = 3e-4
+# The key of the targets in a dict batch (Hugging Face's convention: its models compute their loss from it).
+LABELS = "labels"
 
 
 class SetupError(Exception):
@@ -54,13 +60,21 @@ def call_model(model: nn.Module, x: Any) -> Any:
     """Call ``model`` on ``x``: a tuple/list is passed positionally, a dict as keywords."""
     if isinstance(x, (tuple, list)):
         return model(*x)
-    if isinstance(x, dict):
+    if isinstance(x, Mapping):
         return model(**x)
     return model(x)
 
 
+def is_labelled_dict(batch: Batch) -> bool:
+    """A dict batch that carries its targets under ``labels`` (a Hugging Face batch)."""
+    return isinstance(batch, Mapping) and LABELS in batch
+
+
 def default_forward(model: nn.Module, batch: Batch) -> tuple[Any, Any]:
-    """``x, y = batch; return model(x), y``."""
+    """``x, y = batch; return model(x), y``; a dict batch with ``labels`` is passed whole as keywords (a Hugging Face
+    model computes its own loss from the labels): ``return model(**batch), batch["labels"]``."""
+    if is_labelled_dict(batch):
+        return call_model(model, batch), batch[LABELS]
     x, y = batch
     return call_model(model, x), y
 
@@ -80,11 +94,57 @@ class Setup:
     custom_forward: bool = False
     custom_optimizer: bool = False
     model_is_instance: bool = False  # `model` was a module instance (deep-copied), not a factory
+    grad_off_at_import: bool = False  # importing the setup file turned grad mode off (load_setup turned it back on)
+    # the heads of a multi-output model named in the setup's `nncheck` dict: output key -> (target key, loss)
+    heads: dict[Any, tuple[Any, LossFn]] = field(default_factory=dict)
+
+
+def _heads(raw: Any, where: str) -> dict[Any, tuple[Any, LossFn]]:
+    """``nncheck = {"heads": {output_key: loss}}`` (the target at the same key) or ``{output_key: (target_key, loss)}``:
+    which output tensor each loss term judges, for a model whose output is a tuple / dict."""
+    example = '`nncheck = {"heads": {0: nn.CrossEntropyLoss(), 1: nn.MSELoss()}}`'
+    if not isinstance(raw, dict) or not raw:
+        raise SetupError(f"{where}: `heads` in the `nncheck` dict must be a non-empty dict, e.g. {example}.")
+    out: dict[Any, tuple[Any, LossFn]] = {}
+    for key, value in raw.items():
+        target_key, loss = value if isinstance(value, tuple) and len(value) == 2 else (key, value)
+        if not callable(loss) or isinstance(loss, type):
+            raise SetupError(
+                f"{where}: `heads[{key!r}]` must be a loss (`callable(output, target) -> scalar`) or a pair "
+                f"(target key, loss); got {type(loss).__name__}. Example: {example}."
+            )
+        out[key] = (target_key, loss)
+    return out
+
+
+def uncopyable_attribute(model: nn.Module) -> str | None:
+    """``model.encoder.lock (a _thread.lock)``: the first attribute of ``model`` or of a submodule that cannot be
+    deep-copied (a lock, an open file, a generator, a CUDA stream), or None."""
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if attr in ("_parameters", "_buffers", "_modules") or isinstance(value, torch.Tensor):
+                continue
+            try:
+                copy.deepcopy(value)
+            except Exception:
+                path = ".".join(p for p in ("model", name, attr) if p)
+                return f"`{path}` (a {type(value).__module__}.{type(value).__qualname__})"
+    return None
 
 
 def _model_factory(model: Any, where: str) -> Callable[[], nn.Module]:
     if isinstance(model, nn.Module):
-        pristine = copy.deepcopy(model)
+        try:
+            pristine = copy.deepcopy(model)
+        except Exception as e:
+            culprit = uncopyable_attribute(model)
+            raise SetupError(
+                f"{where}: `model` is a module instance that cannot be deep-copied ({type(e).__name__}: {e}"
+                + (f"; the attribute {culprit} holds it" if culprit else "")
+                + "). nncheck works on copies so that it never changes your model. Give a factory instead: "
+                "`def model(): return MyNet(...)` (nncheck calls it under its seed), or move the lock / file / "
+                "stream out of the module."
+            ) from None
         return lambda: copy.deepcopy(pristine)
     if callable(model):
         return model
@@ -148,6 +208,8 @@ def setup_from_kwargs(
         raise SetupError(f"{where}: `loss` is the class {loss.__name__}; pass an instance: `loss = {loss.__name__}()`.")
     if settings is not None and not isinstance(settings, dict):
         raise SetupError(f"{where}: `nncheck` must be a dict of settings; got {type(settings).__name__}.")
+    settings = dict(settings or {})
+    heads = _heads(settings.pop("heads"), where) if "heads" in settings else {}
     return Setup(
         model=_model_factory(model, where),
         data=_data_factory(data, where),
@@ -156,10 +218,11 @@ def setup_from_kwargs(
         forward=forward or default_forward,
         causal=bool(causal),
         path=path,
-        settings=dict(settings or {}),
+        settings=settings,
         custom_forward=forward is not None,
         custom_optimizer=optimizer is not None,
         model_is_instance=isinstance(model, nn.Module),
+        heads=heads,
     )
 
 
@@ -174,23 +237,21 @@ def user_frames(tb: Any, path: str) -> str:
     return "".join(traceback.format_list(frames))
 
 
-def user_location(e: BaseException) -> str:
-    """`` (at file:line: code)`` for the deepest frame of ``e``'s traceback that is neither nncheck's nor an installed
-    library's (the user's own code), or ``""`` when there is none."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    frames = [
-        f
-        for f in traceback.extract_tb(e.__traceback__)
-        if not os.path.abspath(f.filename).startswith(here)
-        and "site-packages" not in f.filename
-        and "importlib" not in f.filename
-        and not f.filename.startswith("<")
-    ]
+def user_frame(e: BaseException) -> str:
+    """``file:line: code`` of the deepest frame of ``e``'s traceback in the user's own code (``is_user_file``), or
+    ``""`` when there is none."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if is_user_file(f.filename)]
     if not frames:
         return ""
     f = frames[-1]
     code = f": {f.line}" if f.line else ""
-    return f" (at {f.filename}:{f.lineno}{code})"
+    return f"{f.filename}:{f.lineno}{code}"
+
+
+def user_location(e: BaseException) -> str:
+    """`` (at file:line: code)`` for the deepest frame of ``e``'s traceback in the user's own code, or ``""``."""
+    where = user_frame(e)
+    return f" (at {where})" if where else ""
 
 
 def load_setup(path: str | os.PathLike[str]) -> Setup:
@@ -213,6 +274,7 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
     added = folder not in sys.path
     if added:
         sys.path.insert(0, folder)  # let a setup import its neighbours
+    grad_before = torch.is_grad_enabled()
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -220,7 +282,7 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
         raise SetupError(f"{path}:{e.lineno}: syntax error while importing the setup file: {e.msg}.") from None
     except BaseException as e:
         sys.modules.pop(modname, None)
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, (KeyboardInterrupt, DeadlineExceeded)):
             raise
         frames = user_frames(e.__traceback__, abspath)
         raise SetupError(
@@ -235,6 +297,11 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
                 sys.path.remove(folder)
             except ValueError:  # pragma: no cover
                 pass
+    # a setup that turns grad mode off at import (`torch.set_grad_enabled(False)`, left over from inference code) would
+    # leave it off for the caller too: put it back, and let the runner report it (the gradient-flow probe's fail)
+    grad_off = grad_before and not torch.is_grad_enabled()
+    if grad_off:
+        torch.set_grad_enabled(True)
     ns = vars(module)
     missing = [n for n in ("model", "data") if n not in ns]
     if missing:
@@ -245,7 +312,7 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
             f"`model` (a function returning an nn.Module) and `data` (a function returning batches). "
             f"Names found: {shown or 'none'}."
         )
-    return setup_from_kwargs(
+    setup = setup_from_kwargs(
         model=ns["model"],
         data=ns["data"],
         loss=ns.get("loss"),
@@ -255,3 +322,5 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
         path=path,
         settings=ns.get("nncheck"),
     )
+    setup.grad_off_at_import = grad_off
+    return setup

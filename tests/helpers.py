@@ -14,12 +14,15 @@ from nncheck.setup import load_setup
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = ROOT / "checks"
 EXAMPLES = ROOT / "examples"
+# third-party architectures (the `real` extra): run under the fast budget only (README, Developing nncheck)
+REAL = CHECKS / "real"
 SEEDS = (0, 1, 2)
 
 
-def setup_files() -> list[Path]:
-    """Every setup file of the corpus and the examples (files defining `model`)."""
-    files = sorted(CHECKS.glob("*.py")) + sorted(EXAMPLES.glob("*.py"))
+def setup_files(real: bool = True) -> list[Path]:
+    """Every setup file of the corpus and the examples (files defining `model`); with ``real``, checks/real/ too (the
+    corpus test runs them; the per-probe tests, through correct_files / broken_files, do not)."""
+    files = sorted(CHECKS.glob("*.py")) + sorted(EXAMPLES.glob("*.py")) + (sorted(REAL.glob("*.py")) if real else [])
     out = []
     for f in files:
         text = f.read_text()
@@ -34,12 +37,13 @@ class Claim(NamedTuple):
     correct: bool
     expect: dict[str, str]
     allow: dict[str, str]
+    expect_fast: dict[str, str]  # what the fast budget gives instead, where it differs (documented in the file)
 
 
 def declared(path: Path) -> Claim:
     """The claim a setup file declares at module level, read without importing the file."""
     tree = ast.parse(path.read_text())
-    correct, expect, allow = False, {}, {}
+    correct, expect, allow, expect_fast = False, {}, {}, {}
     for node in tree.body:
         targets = []
         if isinstance(node, ast.Assign):
@@ -55,16 +59,23 @@ def declared(path: Path) -> Claim:
                 expect = dict(ast.literal_eval(value))
             elif t == "ALLOW":
                 allow = dict(ast.literal_eval(value))
-    return Claim(correct, expect, allow)
+            elif t == "EXPECT_FAST":
+                expect_fast = dict(ast.literal_eval(value))
+    return Claim(correct, expect, allow, expect_fast)
+
+
+def is_real(path: Path) -> bool:
+    """A setup of the real-architecture corpus (checks/real/)."""
+    return path.parent == REAL
 
 
 def correct_files() -> list[Path]:
-    return [f for f in setup_files() if declared(f).correct]
+    return [f for f in setup_files(real=False) if declared(f).correct]
 
 
 def broken_files(probe_id: str | None = None) -> list[Path]:
     out = []
-    for f in setup_files():
+    for f in setup_files(real=False):
         claim = declared(f)
         if not claim.correct and claim.expect and (probe_id is None or probe_id in claim.expect):
             out.append(f)

@@ -209,3 +209,33 @@ def test_residual_stream_is_checked_inside_a_mixed_sequential():
 
     r = check(model, batches_of())
     assert r.status.value == "warn" and "`model[1]` .. `model[10]`" in r.message, r.message
+
+
+# ---------------------------------------------------------------------------------------------- transformers (issue 11)
+class _PostLN(nn.Module):
+    """A post-LN transformer block stack under a transformer's init (std 0.02) and a head fed from the last LayerNorm:
+    residual branch outputs are ~100x smaller than the LayerNorm-ed stream by design."""
+
+    def __init__(self, dim: int = 32, depth: int = 2) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, dim)
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(dim, 2, 64, dropout=0.0, batch_first=True)
+                                    for _ in range(depth))
+        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 3))
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, x):
+        h = self.emb(x)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(h[:, 0])
+
+
+def test_residual_branches_are_not_compared_with_layers_behind_a_norm():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50, (64, 12), generator=g)
+    data = [(ids[i : i + 16], ids[i : i + 16, 0] % 3) for i in range(0, 64, 16)]
+    r = nncheck.check(model=_PostLN, data=data, only=["activations"])["activations"]
+    assert r.status.value == "pass", r.message

@@ -17,14 +17,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nncheck"
 # __init__ and its private (``_``) helper modules. ``nncheck.probes.*`` stands for every module of that package.
 LAYERS: list[set[str]] = [
     {"nncheck._version", "nncheck.tensors", "nncheck.files", "nncheck.state"},
+    {"nncheck.deadline", "nncheck._catalog_data"},
     {"nncheck.report", "nncheck.registry"},
-    {"nncheck.setup", "nncheck.config", "nncheck.render", "nncheck.render.*"},
+    {"nncheck.setup", "nncheck.config", "nncheck.render", "nncheck.render.*", "nncheck._catalog"},
     {"nncheck.losses", "nncheck.modelgraph"},
+    {"nncheck.trace"},
     {"nncheck.context"},
     {"nncheck.kit"},
     {"nncheck.probes", "nncheck.probes.*"},
     {"nncheck.runner"},
-    {"nncheck", "nncheck.cli", "nncheck.pytest_plugin", "nncheck.__main__"},
+    {"nncheck.worker", "nncheck._preload"},
+    {"nncheck", "nncheck.cli", "nncheck.pytest_plugin"},
+    {"nncheck.__main__"},
 ]
 
 

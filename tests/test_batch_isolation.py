@@ -252,3 +252,45 @@ def test_ignored_input_names_the_blocking_module(name, cause, seed):
     r = run_file(CHECKS / name, seed=seed, budget="fast", only=[PID]).result(PID)
     assert r.status.value == "fail" and cause in r.message, r.message
     assert "overwritten or detached" not in r.hint, r.hint
+
+
+# ---------------------------------------------------------------------------------------------- padding (issue 11)
+class _Pooler(nn.Module):
+    """Embeds tokens and averages them over the sequence, over the real tokens only when ``masked``."""
+
+    def __init__(self, masked: bool) -> None:
+        super().__init__()
+        self.masked = masked
+        self.emb, self.head = nn.Embedding(20, 8), nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.emb(input_ids)
+        if self.masked:
+            m = attention_mask[..., None].float()
+            return self.head((h * m).sum(1) / m.sum(1))
+        return self.head(h.mean(1))  # the padding is averaged in
+
+
+def _padded():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 20, (8, 6), generator=g)
+    mask = (torch.arange(6)[None] < torch.tensor([6, 3, 4, 6, 2, 5, 6, 3])[:, None]).long()
+    ids = ids * mask
+    return [({"input_ids": ids, "attention_mask": mask}, ids[:, 0] % 3)]
+
+
+def test_padded_positions_must_not_reach_the_output():
+    r = _check(lambda: _Pooler(masked=True), _padded())
+    assert r.status.value == "pass" and r.measured["padding"]["checked"], r.message
+    r = _check(lambda: _Pooler(masked=False), _padded())
+    assert r.status.value == "fail" and "padding leak" in r.message and "attention_mask" in r.hint
+
+
+def test_batchnorm_without_running_stats_is_named():
+    def model():
+        bn = nn.BatchNorm1d(16, track_running_stats=False)
+        return nn.Sequential(nn.Linear(6, 16), bn, nn.ReLU(), nn.Linear(16, 3))
+
+    r = _check(model, _xy())
+    assert r.status.value == "fail"
+    assert "model[1]" in r.message and "track_running_stats=False" in r.hint

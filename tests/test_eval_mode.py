@@ -152,3 +152,25 @@ def test_module_paths_are_python_expressions():
     r = run_file(next(p for p in broken_files(PID) if p.name == "em_train_override_never_evals.py"), only=[PID])
     text = r.result(PID).message + r.result(PID).hint
     assert "`model[" in text and "`2.bn`" not in text
+
+
+def test_randomness_in_the_setups_forward_is_not_the_models():
+    """A diffusion training step draws its noise and timestep in `forward(model, batch)`: the model itself is
+    deterministic in eval mode (checks/real/diffusers_unet2d_noise.py with diffusers' UNet2DModel)."""
+
+    class Denoiser(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(9, 32), nn.ReLU(), nn.Linear(32, 8))
+
+        def forward(self, x, t):
+            return self.net(torch.cat([x, t[:, None].float() / 1000], 1))
+
+    def forward(model, x):
+        noise = torch.randn_like(x)
+        t = torch.randint(0, 1000, (x.shape[0],))
+        return model(x + noise, t), noise
+
+    data = [torch.randn(16, 8) for _ in range(2)]
+    r = nncheck.check(model=Denoiser, data=data, forward=forward, only=[PID])[PID]
+    assert r.status.value == "pass", r.message

@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-from helpers import SEEDS, broken_files, rel, run_file
+from helpers import SEEDS, broken_files, declared, rel, run_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -35,7 +35,7 @@ def check(model, data, budget: str = "fast", **kw):
 @pytest.mark.parametrize("path", broken_files(PID), ids=rel)
 def test_broken_setups_fail_with_a_line_to_paste(path):
     r = result(path)
-    assert r.status.value == "fail", f"{rel(path)}: {r.message}"
+    assert r.status.value == declared(path).expect[PID], f"{rel(path)}: {r.message}"
     assert PASTE.search(r.hint), r.hint
     assert r.measured["gain"] > 0.1 and r.measured["loss_with_prior_bias"] < r.measured["loss_at_init"]
 
@@ -113,7 +113,7 @@ def test_sequence_outputs_btc():
             return self.head(torch.tanh(self.emb(x)))
 
     r = check(LM, data)
-    assert r.status.value == "fail", r.message
+    assert r.status.value == "warn", r.message  # a Zipf-like prior is moderate: 1 - H(p) / log C ~ 15%
     assert "model.head.bias.copy_(torch.tensor([" in r.hint
     line = PASTE.search(r.hint).group(1)
 
@@ -137,9 +137,11 @@ def test_multilabel_bce_is_per_label():
     assert abs(bias[0]) < 0.5 and bias[2] < -2.5 and math.isclose(bias[2], min(bias))
 
 
-def test_custom_loss_is_skipped():
+def test_custom_loss_is_judged_when_it_is_one_torch_loss_and_skipped_otherwise():
     model, data = _classifier(3, [0.9, 0.05, 0.05], 0)
     r = check(model, data, loss=lambda out, y: nn.functional.cross_entropy(out, y) * 1.0)
+    assert r.status.value == "fail", r.message  # the cross-entropy term is recognised
+    r = check(model, data, loss=lambda out, y: -out.log_softmax(1).gather(1, y[:, None]).mean())
     assert r.status.value == "skip"
 
 
@@ -181,7 +183,7 @@ def test_a_skewed_prior_over_the_seen_classes_still_fails_and_the_paste_line_lea
     probs = [1 / (k + 1) ** 2 for k in range(10)]
     data = _specials_data(probs)
     r = check(lambda: Seq(12), data)
-    assert r.status.value == "fail", r.message
+    assert r.status.value in ("warn", "fail"), r.message
     assert r.measured["ideal_bias"][:2] == [None, None]
     line = PASTE.search(r.hint).group(1)
     assert "model.head.bias[[2, 3, 4, 5, 6, 7, 8, 9, 10, 11]] = torch.tensor([" in line
@@ -195,11 +197,46 @@ def test_a_skewed_prior_over_the_seen_classes_still_fails_and_the_paste_line_lea
 
 
 def test_tied_head_without_bias_names_weight_tying():
-    """A tied LM head has no bias; the hint explains why and how to add one."""
-    probs = [1 / (k + 1) for k in range(12)]
-    g = torch.Generator().manual_seed(0)
-    ids = torch.multinomial(torch.tensor(probs), 64 * 10, replacement=True, generator=g).reshape(64, 10)
-    data = [(ids[i : i + 16, :-1], ids[i : i + 16, 1:]) for i in range(0, 64, 16)]
-    r = check(lambda: Seq(12, bias=False, tied=True), data)
-    assert r.status.value == "warn" and "tied to `model.emb`" in r.message
-    assert "weight tying" in r.hint and "nn.Parameter(torch.zeros(12))" in r.hint
+    """A tied LM head has no bias: bias-free heads are a common design that learns the prior in its first steps, so a
+    note names the tying (a warning, with the hint on adding a bias, only when a bias would fail: see below)."""
+
+    def tokens(exponent: float) -> list:
+        probs = [1 / (k + 1) ** exponent for k in range(12)]
+        g = torch.Generator().manual_seed(0)
+        ids = torch.multinomial(torch.tensor(probs), 64 * 10, replacement=True, generator=g).reshape(64, 10)
+        return [(ids[i : i + 16, :-1], ids[i : i + 16, 1:]) for i in range(0, 64, 16)]
+
+    r = check(lambda: Seq(12, bias=False, tied=True), tokens(1.0))
+    assert r.status.value == "pass" and "has no bias" in r.message, r.message
+    r = check(lambda: Seq(12, bias=False, tied=True), tokens(3.0))
+    assert r.status.value == "pass", r.message  # the tied head already predicts frequent tokens: a small gain
+    assert any("tied to `model.emb`" in n and "bias-free output layer" in n for n in r.notes), r.notes
+
+
+# ---------------------------------------------------------------------------------------------- severity (issue 11)
+def _classes_with_prior(prior, n=512, f=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, f, generator=g)
+    y = torch.multinomial(torch.tensor(prior), n, replacement=True, generator=g)
+    return [(x[i : i + 32], y[i : i + 32]) for i in range(0, n, 32)]
+
+
+def test_a_moderate_prior_warns_and_a_strong_one_fails():
+    def model():
+        return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    moderate = nncheck.check(model=model, data=_classes_with_prior([0.8, 0.12, 0.08]), only=[PID])[PID]
+    assert moderate.status.value == "warn", moderate.message
+    assert moderate.measured["prior_share_of_uninformed_loss"] < 0.5
+    strong = nncheck.check(model=model, data=_classes_with_prior([0.96, 0.02, 0.02]), only=[PID])[PID]
+    assert strong.status.value == "fail" and strong.measured["prior_share_of_uninformed_loss"] >= 0.5, strong.message
+
+
+def test_an_output_layer_without_bias_is_measured_and_only_warned_when_badly_hurt():
+    def model():
+        return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3, bias=False))
+
+    moderate = nncheck.check(model=model, data=_classes_with_prior([0.8, 0.12, 0.08]), only=[PID])[PID]
+    assert moderate.status.value == "pass" and any("no bias" in n for n in moderate.notes), moderate.message
+    strong = nncheck.check(model=model, data=_classes_with_prior([0.96, 0.02, 0.02]), only=[PID])[PID]
+    assert strong.status.value == "warn" and "no bias" in strong.message and "bias=True" in strong.hint

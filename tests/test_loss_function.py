@@ -188,3 +188,16 @@ def test_max_label_values_bounds_what_reads_as_class_labels():
     data, probes = [(x[:200], y[:200]), (x[200:], y[200:])], {PID: {"max_label_values": 150}}
     r = nncheck.check(model=_mlp(1, 16), data=data, loss=nn.MSELoss(), only=[PID], probes=probes).result(PID)
     assert r.status.value == "pass", r.message
+
+
+def test_multi_hot_targets_with_cross_entropy_say_use_bce_with_logits():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 8, generator=g)
+    multi_hot = (torch.rand(32, 4, generator=g) < 0.4).float()
+    multi_hot[0, :2] = 1.0  # at least one row with two labels
+    r = _check(_mlp(4, 16), [(x, multi_hot)], loss=nn.CrossEntropyLoss())
+    assert r.status.value == "fail" and "multi-hot" in r.message and "BCEWithLogitsLoss" in r.hint
+    soft = torch.softmax(torch.randn(32, 4, generator=g), 1)  # label smoothing / distillation targets: fine
+    assert _check(_mlp(4, 16), [(x, soft)], loss=nn.CrossEntropyLoss()).status.value == "pass"
+    r = _check(_mlp(4, 16), [(x, soft * 2)], loss=nn.CrossEntropyLoss())
+    assert r.status.value == "fail" and "do not sum to 1" in r.message

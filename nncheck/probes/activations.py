@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from nncheck.kit import (
     param,
     probe,
 )
-from nncheck.modelgraph import NORM_TYPES, without_dropout
+from nncheck.modelgraph import is_norm, without_dropout
 from nncheck.probes._blockers import RELU_TYPES
 from nncheck.tensors import first_tensor
 
@@ -131,6 +131,7 @@ class LayerStats:
     producer: str = ""  # the leaf module that produced this module's input (for hints)
     in_std: float = float("nan")  # std of the input (pre-activation) for saturating layers
     zero_weight: bool = False
+    segment: int = 0  # normalisation layers run before this module's first call (scales compare within a segment)
 
     @property
     def std(self) -> float:
@@ -158,7 +159,7 @@ def kind_of(module: nn.Module) -> str:
         return "tanh"
     if isinstance(module, nn.Sigmoid):
         return "sigmoid"
-    if isinstance(module, NORM_TYPES):
+    if is_norm(module):
         return "norm"
     if any(True for _ in module.parameters(recurse=False)):
         return "layer"
@@ -205,6 +206,7 @@ def collect(ctx: Context, model: nn.Module, batches: list[Any], sat_margin: floa
     (a module called several times, e.g. a shared ReLU or an RNN cell, pools its calls), in the execution order of
     the first call. A tanh / sigmoid value within ``sat_margin`` of its bound counts as saturated."""
     stats: dict[str, LayerStats] = {}
+    norms_run = [0]  # normalisation calls so far in the first batch's forward
     # id of each leaf output -> (module, name, weak reference): a dead reference means the id was reused
     produced: dict[int, tuple[nn.Module, str, weakref.ref[torch.Tensor]]] = {}
 
@@ -224,10 +226,12 @@ def collect(ctx: Context, model: nn.Module, batches: list[Any], sat_margin: floa
         st = stats.get(name)
         if st is None:
             w = getattr(mod, "weight", None)
-            st = LayerStats(name, kind_of(mod), len(stats), int(o.shape[dim]))
+            st = LayerStats(name, kind_of(mod), len(stats), int(o.shape[dim]), segment=norms_run[0])
             st.zero_weight = isinstance(w, torch.Tensor) and w.numel() > 0 and not bool(w.detach().any())
             st.producer = prod[1] if prod else ""
             stats[name] = st
+        if st.kind == "norm":
+            norms_run[0] += 1
         _accumulate(st, as_units(o, dim), sat_margin)
         if st.kind in ("tanh", "sigmoid") and x is not None and x.is_floating_point() and x.numel() > 1:
             st.in_std = float(x.detach().double().std())
@@ -243,7 +247,19 @@ def collect(ctx: Context, model: nn.Module, batches: list[Any], sat_margin: floa
 
 def depth_ratios(layers: list[LayerStats]) -> tuple[float, str, str, float, str, str]:
     """(shrink, from, to, grow, from, to): the largest factor by which the std falls / rises between an earlier
-    and a later layer."""
+    and a later layer with no normalisation layer run between them (``LayerStats.segment``): a normalisation layer
+    re-standardises the signal whatever the scale of the layers before it (Ioffe & Szegedy 2015, §3: BN(aWu) =
+    BN(Wu); Ba et al. 2016, LayerNorm: invariant to the scale of its input), so scales on either side of one are
+    not a chain that vanishes or explodes. A residual branch's output (tiny under a transformer's init) and a layer
+    fed from a LayerNorm are never compared."""
+    best = (1.0, "", "", 1.0, "", "")
+    for seg in sorted({s.segment for s in layers}):
+        r = _chain_ratios([s for s in layers if s.segment == seg])
+        best = (*(r[:3] if r[0] > best[0] else best[:3]), *(r[3:] if r[3] > best[3] else best[3:]))
+    return best
+
+
+def _chain_ratios(layers: list[LayerStats]) -> tuple[float, str, str, float, str, str]:
     shrink, grow = 1.0, 1.0
     s_pair = g_pair = ("", "")
     best_hi: LayerStats | None = None
@@ -325,6 +341,12 @@ def stream_blocks(vals: list[tuple[str, float]]) -> list[str]:
     return [k for k, _ in vals if k != "<input>"]
 
 
+def stream_shrink(vals: list[tuple[str, float]]) -> tuple[float, str, str]:
+    """The largest factor by which the stream std falls from an earlier point to a later one."""
+    inverted = [(k, 1.0 / v) for k, v in vals if v > 0]
+    return stream_growth(inverted)
+
+
 def stream_growth(vals: list[tuple[str, float]]) -> tuple[float, str, str]:
     """The largest factor by which the stream std rises from an earlier point to a later one."""
     grow, pair = 1.0, ("", "")
@@ -351,6 +373,7 @@ class Measurement:
     bias_means: dict[str, float]  # qualified module name -> mean of its bias (modules that have one)
     batches: int
     samples: int
+    weighted: dict[str, bool] = field(default_factory=dict)  # module -> a Linear / Conv (an init to suggest)
 
     def cp(self, name: str) -> str:
         return self.paths.get(name) or code_path(name)
@@ -370,8 +393,18 @@ class Measurement:
         return [
             s
             for s in self.layers
-            if s.kind == "layer" and not s.zero_weight and s.name != self.output_layer and s.std > 0
+            if s.kind == "layer"
+            and not s.zero_weight
+            and s.name != self.output_layer
+            and s.std > 0
+            and not self.in_block(s.name)
         ]
+
+    def in_block(self, name: str) -> bool:
+        """``name`` sits inside a block of a stack of repeated blocks: its scale is judged block by block (the
+        stream), since inside a residual block the branch is small by design (He et al. 2016: the skip carries the
+        signal; a transformer's init makes its branch outputs ~100x smaller than the stream)."""
+        return any(name.startswith(b + ".") for vals in self.streams.values() for b in stream_blocks(vals))
 
 
 def _relu_feeding_biases(layers: list[LayerStats], modules: dict[str, nn.Module]) -> dict[str, float]:
@@ -400,6 +433,7 @@ def measure(ctx: Context, p: Params) -> Measurement:
         block_types={c: type(modules[stream_blocks(vals)[0]]).__name__ for c, vals in streams.items()},
         paths={n: code_path(n, model) for n in modules},
         bias_means=_relu_feeding_biases(layers, modules),
+        weighted={n: isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) for n, mod in modules.items()},
         batches=len(batches),
         samples=sum(ctx.batch_size(b) for b in batches),
     )
@@ -441,8 +475,11 @@ def saturation_hint(s: LayerStats, m: Measurement) -> str:
     )
 
 
-def init_hint(m: Measurement) -> str:
-    depth = m.depth
+def init_hint(m: Measurement, start: str = "") -> str:
+    """Re-initialise the weight layers of the chain where the scale vanishes / explodes (the segment of ``start``)."""
+    seg = next((s.segment for s in m.layers if s.name == start), None)
+    depth = [s for s in m.depth if (seg is None or s.segment == seg) and m.weighted.get(s.name, True)]
+    depth = depth or m.depth
     has_relu = any(s.kind == "relu" for s in m.layers)
     has_tanh = any(s.kind in ("tanh", "sigmoid") for s in m.layers)
     names = ", ".join(m.cp(s.name) for s in depth[:3]) + (", ..." if len(depth) > 3 else "")
@@ -564,13 +601,13 @@ def judge(m: Measurement, p: Params) -> Findings:
         f.warn(
             f"activations vanish across depth: the std falls {shrink:.3g}x from `{m.cp(s_from)}` to `{m.cp(s_to)}` "
             f"at init (expected < {p.std_ratio:g}x)",
-            init_hint(m),
+            init_hint(m, s_from),
         )
     if grow > p.std_ratio:
         f.warn(
             f"activations explode across depth: the std grows {grow:.3g}x from `{m.cp(g_from)}` to `{m.cp(g_to)}` "
             f"at init (expected < {p.std_ratio:g}x)",
-            init_hint(m),
+            init_hint(m, g_from),
         )
     for cname, vals in m.streams.items():
         growth, s_lo, s_hi = stream_growth(vals)
@@ -583,6 +620,17 @@ def judge(m: Measurement, p: Params) -> Findings:
                 f"{growth:.3g}x from {lo} to the output of `{m.cp(s_hi)}` at init (expected < {p.stream_ratio:g}x; "
                 "correct pre-LN stacks grow ~sqrt(depth))",
                 stream_hint(m.block_types[cname], first),
+            )
+        shrink_b, b_hi, b_lo = stream_shrink(vals)
+        if shrink_b > p.stream_ratio:
+            blocks = stream_blocks(vals)
+            first, last = m.cp(blocks[0]), m.cp(blocks[-1])
+            hi = f"the input of `{first}`" if b_hi == "<input>" else f"the output of `{m.cp(b_hi)}`"
+            f.warn(
+                f"activations vanish across {len(blocks)} blocks (`{first}` .. `{last}`): the std of the stream falls "
+                f"{shrink_b:.3g}x from {hi} to the output of `{m.cp(b_lo)}` at init (expected < {p.stream_ratio:g}x)",
+                f"Check the initialisation inside `{m.block_types[cname]}` (He init for ReLU, Xavier for tanh), or add "
+                "a skip connection (`x + f(x)`) or a normalisation layer to each block.",
             )
     for s in sorted(relus, key=lambda t: -t.dead_fraction):
         if p.dead_warn < s.dead_fraction < p.dead_fail:

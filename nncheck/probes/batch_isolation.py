@@ -13,7 +13,7 @@ from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, forward
 from nncheck.modelgraph import BATCHNORM_TYPES, without_dropout
 from nncheck.probes._blockers import Blocker, find_blockers
 from nncheck.setup import Batch
-from nncheck.tensors import is_float, iter_tensors
+from nncheck.tensors import is_float, iter_tensors, named_tensors, path_name
 
 # Perturbation fallback (no gradient reaches the input): relative change of output i when only the other samples'
 # inputs change. Rows of a batched computation do not depend on other rows' values, so isolated models give 0
@@ -24,6 +24,9 @@ PERTURB_TOL = 1e-5
 PROJECTION_SEED = 1234
 
 EMBEDDING_TYPES: tuple[type[nn.Module], ...] = (nn.Embedding, nn.EmbeddingBag)
+# The key of a padding mask among a batch's inputs (Hugging Face's convention: 1 = a token, 0 = padding;
+# https://huggingface.co/docs/transformers/glossary#attention-mask).
+PADDING_MASK_KEY = "attention_mask"
 
 
 # ---------------------------------------------------------------------------------------------- the graph
@@ -33,12 +36,43 @@ class NoGradient(Exception):
 
 @dataclass
 class Traced:
-    """One forward pass with differentiable inputs: the leaves (inputs or embedding outputs), the model output,
-    and every module's batch-shaped output in the order the modules finish (to locate where samples mix)."""
+    """One forward pass with differentiable inputs: the leaves (inputs or embedding outputs), the model output (every
+    batch-shaped tensor of a tuple / dict / ``ModelOutput``, flattened per sample and concatenated; the tensor itself
+    for a tensor output), the output tensors one by one, and every module's batch-shaped output in the order the
+    modules finish (to locate where samples mix)."""
 
     leaves: list[tuple[str, torch.Tensor]]
     output: torch.Tensor
     inner: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    outputs: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (name as code reads it, tensor)
+    main: torch.Tensor | None = None  # the output tensor the causal check reads (the logits)
+
+
+def output_tensors(ctx: Context, out: Any, bs: int) -> list[tuple[str, torch.Tensor]]:
+    """Every float tensor of the output whose first dimension is the batch (a scalar loss in a ``ModelOutput`` is
+    left out), with its name: ``output``, ``output[1]``, ``output.logits``."""
+    if isinstance(out, torch.Tensor):
+        return [("output", out)] if out.dim() >= 1 and out.shape[0] == bs else []
+    return [
+        (path_name(out, path), t)
+        for path, t in named_tensors(out)
+        if is_float(t) and t.dim() >= 1 and t.shape[0] == bs
+    ]
+
+
+def combined(tensors: list[tuple[str, torch.Tensor]], bs: int) -> torch.Tensor:
+    """One ``(bs, ...)`` tensor holding every output tensor: the tensor itself when there is one, else each one
+    flattened per sample and concatenated."""
+    if len(tensors) == 1:
+        return tensors[0][1]
+    return torch.cat([t.reshape(bs, -1) for _, t in tensors], dim=1)
+
+
+def main_tensor(ctx: Context, out: Any, tensors: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+    try:
+        return ctx.output_tensor(out)
+    except ProbeSkip:
+        return tensors[0][1]
 
 
 def _shares_storage(a: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
@@ -95,16 +129,18 @@ def trace(ctx: Context, model: nn.Module, batch: Batch, bs: int) -> Traced:
     # the embedding hooks first: the inner hooks of an embedding then record the leaf that replaced its output
     with forward_hooks(embeddings, emb_hook), forward_hooks(modules, inner_hook), torch.enable_grad():
         out, _ = ctx.forward(model, leafy)
-    out_t = ctx.output_tensor(out)
-    if out_t.dim() < 1 or out_t.shape[0] != bs:
-        raise ProbeSkip(f"the output's first dimension ({tuple(out_t.shape)}) is not the batch size {bs}")
+    tensors = output_tensors(ctx, out, bs)
+    if not tensors:
+        shapes = [tuple(t.shape) for t in iter_tensors(out)]
+        raise ProbeSkip(f"no output tensor has the batch size {bs} as its first dimension (output shapes {shapes})")
+    out_t = combined(tensors, bs)
     if not leaves:
         if int_inputs:
             raise NoGradient("the inputs are integer tensors and no nn.Embedding / nn.EmbeddingBag reads them")
         raise NoGradient("no float input tensor with the batch dimension first")
     if not out_t.requires_grad:
         raise NoGradient("no gradient path from the output to the input (torch.no_grad / detach in forward?)")
-    return Traced(leaves, out_t, inner)
+    return Traced(leaves, out_t, inner, tensors, main_tensor(ctx, out, tensors))
 
 
 def projection(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
@@ -179,7 +215,10 @@ def _output(ctx: Context, model: nn.Module, batch: Batch) -> torch.Tensor:
     ctx.seed_all()  # any randomness inside forward repeats exactly
     with torch.no_grad():
         out, _ = ctx.forward(model, batch)
-    return ctx.output_tensor(out).detach()
+    tensors = output_tensors(ctx, out, ctx.batch_size(batch))
+    if not tensors:
+        raise ProbeSkip(f"no output tensor has the batch size {ctx.batch_size(batch)} as its first dimension")
+    return combined(tensors, ctx.batch_size(batch)).detach()
 
 
 def _per_sample(ctx: Context, batch: Batch, bs: int, fn: Any) -> Batch:
@@ -224,7 +263,7 @@ def perturb_samples(ctx: Context, model: nn.Module, batch: Batch, bs: int, idx: 
 # ---------------------------------------------------------------------------------------------- causal
 def probe_causal(ctx: Context, tr: Traced, tol: float, n_pos: int) -> dict[str, Any]:
     """Output position t of sample 0 must have zero gradient on input positions > t (time = dim 1)."""
-    out = tr.output
+    out = tr.main if tr.main is not None else tr.output
     leaves = [(n, t) for n, t in tr.leaves if t.dim() >= 2 and out.dim() >= 2 and t.shape[1] == out.shape[1]]
     if out.dim() < 3 or not leaves:
         return {"checked": False, "why": f"no input with the output's time axis (output {tuple(out.shape)})"}
@@ -260,6 +299,52 @@ def probe_causal(ctx: Context, tr: Traced, tol: float, n_pos: int) -> dict[str, 
                 "seq_len": steps,
             }
     return {"checked": True, "leak": False, "positions_checked": len(cand), "seq_len": steps}
+
+
+# ---------------------------------------------------------------------------------------------- padding
+def padding_mask(ctx: Context, batch: Batch, bs: int) -> torch.Tensor | None:
+    """The batch's attention mask (Hugging Face convention: 1 = a token, 0 = padding; found under the key
+    ``attention_mask`` of the batch's inputs), when it is ``(bs, T)``, holds only 0 / 1 and marks some padding."""
+    for path, t in named_tensors(ctx.inputs_of(batch)):
+        if not path or path[-1] != PADDING_MASK_KEY or t.dim() != 2 or t.shape[0] != bs:
+            continue
+        m = t.detach()
+        if bool(((m == 0) | (m == 1)).all()) and bool((m == 0).any()):
+            return m.bool()
+    return None
+
+
+def probe_padding(tr: Traced, mask: torch.Tensor, idx: list[int], tol: float) -> dict[str, Any]:
+    """For samples with padding: the outputs at their real positions (the whole output when it has no time axis of
+    the mask's length) must have zero gradient on the leaves at their padded positions (mask 0)."""
+    steps = int(mask.shape[1])
+    leaves = [(n, t) for n, t in tr.leaves if t.dim() >= 2 and t.shape[1] == steps]
+    padded = [i for i in range(mask.shape[0]) if not bool(mask[i].all())]
+    if not leaves or not padded:
+        return {"checked": False, "why": "no input leaf with the mask's time axis" if not leaves else "no padding"}
+    chosen = sorted({*(i for i in idx if i in padded), padded[0], padded[-1]})
+    worst: dict[str, Any] = {"ratio": 0.0}
+    for i in chosen:
+        real = mask[i]
+        s = torch.zeros((), dtype=tr.output.dtype, device=tr.output.device)
+        for _, t in tr.outputs:
+            rows = t[i][real] if t.dim() >= 2 and t.shape[1] == steps else t[i]
+            if rows.numel():
+                s = s + (rows * projection(rows.shape, rows)).sum()
+        if not s.requires_grad:
+            continue
+        grads = torch.autograd.grad(s, [x for _, x in leaves], retain_graph=True, allow_unused=True)
+        own = pad = 0.0
+        for g in grads:
+            if g is None:
+                continue
+            m = g[i].detach().abs().reshape(steps, -1).amax(dim=1).double().cpu()
+            own = max(own, float(m[real.cpu()].max()) if bool(real.any()) else 0.0)
+            pad = max(pad, float(m[~real.cpu()].max()))
+        ratio = pad / own if own > 0 else (float("inf") if pad > 0 else 0.0)
+        if ratio > worst["ratio"]:
+            worst = {"ratio": ratio, "sample": i, "padded_positions": int((~real).sum()), "seq_len": steps}
+    return {"checked": True, "leak": worst["ratio"] > tol, "samples": chosen, **worst}
 
 
 # ---------------------------------------------------------------------------------------------- measure
@@ -304,6 +389,9 @@ class Measurement:
     causal_declared: bool
     causal: dict[str, Any]  # probe_causal's answer, or why it was not checked
     stuck: list[str]  # BatchNorms still in training mode after model.eval()
+    padding: dict[str, Any] = field(default_factory=dict)  # probe_padding's answer, or why it was not checked
+    outputs: list[str] = field(default_factory=list)  # the output tensors checked (several for a multi-output model)
+    batch_stats: list[str] = field(default_factory=list)  # BatchNorms without running statistics (eval uses the batch)
     blocker: Blocker | None = None  # what cuts every probed sample's output from its input (eval mode)
     train_model: nn.Module | None = None
     train: dict[str, Any] | None = None  # measure_mode's answer in train mode: None when eval mode fails
@@ -329,9 +417,20 @@ def measure(ctx: Context, p: Params) -> Measurement:
         causal = {"checked": False, "why": "no gradient reaches the inputs"}
     else:
         causal = probe_causal(ctx, tr, p.tol, p.positions)
+    mask = padding_mask(ctx, batch, bs)
+    if mask is None:
+        padding = {"checked": False, "why": f"no `{PADDING_MASK_KEY}` with padding among the inputs"}
+    elif tr is None:
+        padding = {"checked": False, "why": "no gradient reaches the inputs"}
+    else:
+        padding = probe_padding(tr, mask, idx, p.tol)
     leaves = [name for name, _ in tr.leaves] if tr else []
+    outputs = [name for name, _ in tr.outputs] if tr else []
     del tr
-    m = Measurement(bs, idx, model, ev, leaves, ctx.setup.causal, causal, stuck)
+    m = Measurement(bs, idx, model, ev, leaves, ctx.setup.causal, causal, stuck, padding, outputs)
+    m.batch_stats = [
+        name for name, mod in model.named_modules() if isinstance(mod, BATCHNORM_TYPES) and mod.running_mean is None
+    ]
     if ev["leak"]:
         return m
     if _all_dead(ev):
@@ -371,6 +470,18 @@ CAUSAL_HINT = (
 )
 
 
+BATCH_STATS_HINT = (
+    "{paths} keeps no running statistics (`track_running_stats=False`), so model.eval() still normalises each batch "
+    "with its own mean and variance and a prediction depends on the rest of the batch: build it with the default "
+    "`track_running_stats=True` (or use nn.GroupNorm / nn.LayerNorm, which never look at other samples). "
+)
+PADDING_HINT = (
+    "A padded position (attention_mask == 0) reaches the output of a real token: the mask is not passed to the model "
+    "(`model(input_ids=..., attention_mask=batch['attention_mask'])` in your forward) or it is inverted (Hugging Face "
+    "models take 1 for a token and 0 for padding; PyTorch's `key_padding_mask` is the opposite: True = padding). "
+    "Also check a pooling over the sequence: average only the real tokens (`(h * mask[..., None]).sum(1) / "
+    "mask.sum(1, keepdim=True)`)."
+)
 TRAIN_ONLY_HINT = (
     "A module mixes samples only in training mode (a batch statistic computed under `if self.training:`, a custom "
     "normalisation over dim 0; if it is a hand-written BatchNorm, skip this probe for the setup). "
@@ -420,11 +531,17 @@ def judge(m: Measurement, p: Params) -> Findings:
         if m.stuck:
             paths = ", ".join(code_path(n, model) for n in m.stuck[:3])
             stuck_txt = f"; BatchNorm {paths} stays in training mode after model.eval() (an overridden train()/eval()?)"
+        hint = STUCK_HINT if m.stuck else ""
+        if m.batch_stats:
+            paths = ", ".join(f"`{code_path(n, model)}`" for n in m.batch_stats[:3])
+            more = "..." if len(m.batch_stats) > 3 else ""
+            stuck_txt += (
+                f"; BatchNorm {paths}{more} has track_running_stats=False: it normalises with the statistics of the "
+                "batch in eval mode too"
+            )
+            hint = BATCH_STATS_HINT.format(paths=paths) + hint
         where = _where(ev, model)
-        f.fail(
-            _leak_msg("eval", ev) + where + stuck_txt,
-            (STUCK_HINT if m.stuck else "") + BATCH_HINT.format(where=where),
-        )
+        f.fail(_leak_msg("eval", ev) + where + stuck_txt, hint + BATCH_HINT.format(where=where))
         return f
     if _all_dead(ev):
         b = m.blocker
@@ -458,6 +575,16 @@ def judge(m: Measurement, p: Params) -> Findings:
         )
         return f
 
+    pad = m.padding
+    f.measured["padding"] = pad
+    if pad.get("leak"):
+        f.expected["padding_leak"] = False
+        f.fail(
+            f"padding leak: the output of sample {pad['sample']} depends on its {pad['padded_positions']} padded "
+            f"position(s) (`{PADDING_MASK_KEY}` == 0; ratio {pad['ratio']:.3g} x its largest gradient on its real "
+            "tokens)",
+            PADDING_HINT,
+        )
     causal = m.causal
     if causal.get("leak"):
         f.expected["causal_leak"] = False
@@ -474,6 +601,11 @@ def judge(m: Measurement, p: Params) -> Findings:
 def _summary(m: Measurement) -> str:
     mode = "eval mode (train mode mixes through BatchNorm)" if m.train and m.train["leak"] else "eval and train mode"
     msg = f"samples {m.samples} depend only on their own input in {mode}"
+    if len(m.outputs) > 1:
+        shown = ", ".join(m.outputs[:4]) + (", ..." if len(m.outputs) > 4 else "")
+        msg += f" (every output tensor: {shown})"
+    if m.padding.get("checked"):
+        msg += f"; padded positions reach no real token's output ({len(m.padding['samples'])} samples checked)"
     if m.causal.get("checked"):
         msg += f"; causal: no position sees the future ({m.causal['positions_checked']} positions checked)"
     return msg
@@ -516,14 +648,19 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
     """Checks that each sample's output depends on its own input only (and on the past only, for causal models).
 
     What it does:
-        Karpathy's "use backprop to chart dependencies". On the first batch, float inputs with the batch
+        Karpathy's "use backprop to chart dependencies". Every output tensor whose first dimension is the batch
+        is checked (each head of a tuple / dict / dataclass / Hugging Face `ModelOutput`; a scalar `.loss` is left
+        out). On the first batch, float inputs with the batch
         dimension first (every one of a tuple / dict) are made leaves that require grad; for integer (token)
         inputs, the output of the first nn.Embedding / nn.EmbeddingBag is (a forward hook). For a few samples i
         ({samples}: first, middle, last) it takes the gradient of (output[i] * r).sum() (r a fixed random
         vector: a plain sum has no gradient through softmax outputs) on every leaf. First in eval mode (no
         BatchNorm batch statistics, no dropout), then in train mode. When the setup declares `causal = True`,
         it also checks in eval mode that output position t of a sample has zero gradient on its input
-        positions > t ({positions}, evenly spaced; reported in measured["causal"]). On a leak, gradients on
+        positions > t ({positions}, evenly spaced; reported in measured["causal"]). When the batch's inputs
+        hold an `attention_mask` with padding (Hugging Face convention: 1 = token, 0 = padding), the outputs of a
+        padded sample's real tokens (its whole output when it has no time axis) must have zero gradient on its
+        padded positions (a mask not passed to the model, or inverted, fails). On a leak, gradients on
         each module's output locate the first module past which the samples stay mixed. Where no gradient
         reaches the inputs (a frozen backbone under torch.no_grad, NaN gradients, integer inputs without an
         embedding layer) the same questions are answered by forward passes: change the other samples' inputs
@@ -541,8 +678,11 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
         sample's own input (isolated models give exactly 0; every leak in checks/ is above 0.02 on 3 seeds),
         or when no probed sample's own input gets any gradient (the output ignores the input; one sample
         without gradient, e.g. behind inactive ReLUs, is only a note). A leak only in train mode is expected
-        with BatchNorm (pass, with a note) and a fail without it. Causal: fail at the first position t with
-        gradient on an input position > t above tol x its largest gradient on positions <= t.
+        with BatchNorm (pass, with a note) and a fail without it; a leak in eval mode names the BatchNorm layers
+        built with `track_running_stats=False` (they normalise with batch statistics in eval mode too). Padding:
+        fail when a padded position's gradient exceeds {tol} x the largest on the real tokens. Causal: fail at the
+        first position t with gradient on an input position > t above tol x its largest gradient on positions
+        <= t.
 
     How to fix:
         Keep the batch dimension first and untouched: `x.reshape(x.shape[0], -1)` instead of `x.view(-1, B)`,

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.kit import Context, Findings, Result, code_path, forward_hooks, param, probe
+from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, forward_hooks, param, probe
 from nncheck.modelgraph import is_batchnorm, is_dropout
-from nncheck.tensors import iter_tensors
+from nncheck.tensors import iter_tensors, map_tensors
 
 Call = tuple[str, nn.Module, list[torch.Tensor], list[torch.Tensor]]
 
@@ -24,10 +24,31 @@ class Pass:
     calls: list[Call]
 
 
-def run_pass(ctx: Context, model: nn.Module, batch: Any, keep_tensors: bool = False) -> Pass:
-    """A forward pass without gradient in the model's current mode, with hooks on every module (root included)
-    recording the calls; with ``keep_tensors`` also clones of every module's inputs and outputs (memory: one
-    forward's activations, so only when randomness must be located)."""
+ModelCall = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def model_inputs(ctx: Context, model: nn.Module, batch: Any) -> ModelCall:
+    """The arguments the setup's forward passes to the model on ``batch`` (its first call), cloned. Randomness in
+    the setup's own forward (the noise and timestep of a diffusion training step, data augmentation) is part of the
+    training step, not of the model: eval mode is judged on the model called twice with the same arguments."""
+    seen: list[ModelCall] = []
+
+    def capture(mod: nn.Module, args: Any, kwargs: Any, name: str) -> None:
+        if not seen:
+            clone = lambda t: t.detach().clone()  # noqa: E731
+            seen.append((map_tensors(tuple(args), clone), map_tensors(dict(kwargs), clone)))
+
+    with forward_hooks([("", model)], pre=capture, with_kwargs=True), torch.no_grad():
+        ctx.forward(model, batch)
+    if not seen:  # the setup's forward does not call the model object itself
+        raise ProbeSkip("the setup's forward(model, batch) never calls the model")
+    return seen[0]
+
+
+def run_pass(ctx: Context, model: nn.Module, inputs: ModelCall, keep_tensors: bool = False) -> Pass:
+    """A forward pass of the model on ``inputs`` (``model_inputs``) without gradient in the model's current mode, with
+    hooks on every module (root included) recording the calls; with ``keep_tensors`` also clones of every module's
+    inputs and outputs (memory: one forward's activations, so only when randomness must be located)."""
     calls: list[Call] = []
 
     def hook(mod: nn.Module, args: Any, kwargs: Any, out: Any, name: str) -> None:
@@ -37,8 +58,9 @@ def run_pass(ctx: Context, model: nn.Module, batch: Any, keep_tensors: bool = Fa
         ins = [t.detach().clone() for t in iter_tensors((args, kwargs))]
         calls.append((name, mod, ins, [t.detach().clone() for t in iter_tensors(out)]))
 
+    args, kwargs = inputs
     with forward_hooks(model.named_modules(), hook, with_kwargs=True), torch.no_grad():
-        out, _ = ctx.forward(model, batch)
+        out = model(*args, **kwargs)
     return Pass([t.detach().clone() for t in iter_tensors(out)], calls)
 
 
@@ -184,16 +206,17 @@ def measure(ctx: Context, p: Params) -> Measurement:
     model = ctx.fresh_model(train=False)
     stuck = [(n, m) for n, m in model.named_modules() if m.training]
     before = _bn_state(model)
-    first, second = run_pass(ctx, model, batch), run_pass(ctx, model, batch)
+    inputs = model_inputs(ctx, model, batch)
+    first, second = run_pass(ctx, model, inputs), run_pass(ctx, model, inputs)
     eval_diff = max_diff(first.outputs, second.outputs)
     moved_in_eval = [n for n, moved in _moved(before, model).items() if moved]
     random_in: list[tuple[str, nn.Module]] = []
     if eval_diff > p.same_tol:  # locate the randomness (two more passes, keeping every module's tensors)
-        random_in = random_sources(run_pass(ctx, model, batch, True), run_pass(ctx, model, batch, True), p.same_tol)
+        random_in = random_sources(run_pass(ctx, model, inputs, True), run_pass(ctx, model, inputs, True), p.same_tol)
 
     train_model = ctx.fresh_model(train=True)
     before = _bn_state(train_model)
-    train = run_pass(ctx, train_model, batch)
+    train = run_pass(ctx, train_model, inputs)
     drops, bns = _active(train.calls)
     moved = _moved(before, train_model)
     frozen = [n for n in bns if n in moved and not moved[n] and _frozen(train_model, n)]
@@ -340,7 +363,9 @@ def eval_mode(ctx: Context, p: Params) -> Result:
     """Checks that `model.eval()` makes the forward deterministic and freezes BatchNorm, and `model.train()` undoes it.
 
     What it does:
-        On fresh copies of the model and the first batch (no gradient):
+        On fresh copies of the model and the first batch (no gradient), the model called directly on the arguments
+        the setup's forward passes it (captured once: randomness of the setup's own training step, such as a
+        diffusion model's noise and timestep, is not the model's):
         1. eval mode, two forwards: the outputs must be identical, else fail, naming the innermost module whose
            inputs were identical but whose outputs differed (where the randomness lives) and any module still in
            train mode after `model.eval()`;

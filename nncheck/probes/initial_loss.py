@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.kit import Context, Findings, Result, code_path, param, probe
-from nncheck.losses import is_nll, log_prob_dim, uninformed_output
+from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, param, probe
+from nncheck.losses import Head, ModelOwnLoss, is_nll, log_prob_dim, uninformed_output
 
 # Elementwise activations that can end a regression model: the uninformed output is the activation of a zero input
 # (sigmoid(0) = 0.5, tanh(0) = 0, softplus(0) = log 2), not 0. Measured on tests/setups/conv_autoencoder.py (sigmoid
@@ -87,29 +87,57 @@ class Measurement:
     log_c: float | None  # cross-entropy: log of the number of classes
     layer: str | None  # the output layer's Python path; None: no module outputs the model output
     activation: FinalActivation | None
+    head: str = "output"  # the output tensor judged (``output`` for a tensor output; ``output[0]``, ``output.logits``)
+    heads: int = 1  # how many heads the model has
 
 
-def measure(ctx: Context, p: Params) -> Measurement:
+def no_heads_reason(ctx: Context) -> str:
+    """Why a multi-output model's loss terms could not be read (the probe skips)."""
+    if isinstance(ctx.loss_fn, ModelOwnLoss):
+        return (
+            "the model computes its own loss (`output.loss`) and no standard loss of `output.logits` reproduces it: "
+            "name the head in the setup: `nncheck = {\"heads\": {\"logits\": <its loss>}}`"
+        )
+    return (
+        "the model output is not one tensor and no term of the loss could be matched to one output tensor (a "
+        "torch loss function of one output and one target): name the heads in the setup, e.g. "
+        "`nncheck = {\"heads\": {0: nn.CrossEntropyLoss(), 1: nn.MSELoss()}}`"
+    )
+
+
+def measure(ctx: Context, p: Params) -> list[Measurement]:
+    """One Measurement per head of the model (``ctx.heads()``)."""
+    heads = ctx.heads()
+    if not heads:
+        raise ProbeSkip(no_heads_reason(ctx))
     batches = ctx.batches(p.batches)
     model = ctx.fresh_model(train=True, dropout=False)
-    act = _final_activation(ctx, model, batches[0])
+    with torch.no_grad():
+        runs = [ctx.forward(model, b) for b in batches]
+    return [measure_head(ctx, model, batches, runs, h, len(heads)) for h in heads]
+
+
+def measure_head(
+    ctx: Context, model: nn.Module, batches: list[Any], runs: list[tuple[Any, Any]], head: Head, heads: int
+) -> Measurement:
+    act = _final_activation(ctx, model, batches[0]) if head.path == () else None
+    kind = head.kind
     outs: list[torch.Tensor] = []
-    ys: list[torch.Tensor] = []
+    ys: list[Any] = []
     l0 = lzero = 0.0
     with torch.no_grad():
-        for b in batches:
-            out, y = ctx.forward(model, b)
-            l0 += float(ctx.loss(out, y))
-            out_t = ctx.output_tensor(out)
+        for out, y in runs:
+            out_t, y_t = head.tensor(out), head.target(y)
+            l0 += float(head.loss(out_t, y_t))
             reference = act[1](torch.zeros_like(out_t)) if act is not None else uninformed_output(out_t)
-            lzero += float(ctx.loss(reference, y))
+            lzero += float(head.loss(reference, y_t))
             outs.append(out_t.detach())
-            ys.append(y)
-    n = len(batches)
-    l_prior = _prior_loss(ctx, outs, ys)
+            ys.append(y_t)
+    n = len(runs)
+    l_prior = _prior_loss(ctx, head, outs, ys)
     output_std = float(torch.cat([o.reshape(-1).float() for o in outs]).std())
-    classes = ctx.num_classes(outs[0]) if ctx.loss_kind == "ce" else None
-    found = ctx.output_layer(model, batches[0], exact=True)
+    classes = head.num_classes(outs[0]) if kind == "ce" else None
+    found = ctx.head_layer(model, batches[0], head, exact=True)
     layer = found[0] if found else None  # "": the model itself is the only module
     activation = None
     if act is not None:
@@ -120,10 +148,12 @@ def measure(ctx: Context, p: Params) -> Measurement:
         l_prior=l_prior,
         output_std=output_std,
         batches=n,
-        loss_kind=ctx.loss_kind,
+        loss_kind=kind,
         log_c=math.log(classes) if classes else None,
         layer=code_path(layer, model) if layer else None,
         activation=activation,
+        head=head.name,
+        heads=heads,
     )
 
 
@@ -135,7 +165,7 @@ def _final_activation(ctx: Context, model: nn.Module, batch: object) -> tuple[st
     if len(runs) < 2:
         return None
     name, module, out = runs[-2]
-    final = ctx.output_tensor(runs[-1][2]) if runs[-1][2] is not None else None
+    final = runs[-1][2]
     if not isinstance(module, FINAL_ACTIVATIONS) or not isinstance(out, torch.Tensor):
         return None
     if not isinstance(final, torch.Tensor) or final.shape != out.shape or not torch.equal(final, out):
@@ -143,23 +173,24 @@ def _final_activation(ctx: Context, model: nn.Module, batch: object) -> tuple[st
     return name, module
 
 
-def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) -> float:
+def _prior_loss(ctx: Context, head: Head, outs: list[torch.Tensor], ys: list[Any]) -> float:
     """Loss of the best constant prediction: label entropy for CE, Var(y) for MSE, binary entropy for BCE;
     for other losses a constant output fitted by gradient descent on the same batches."""
     # NLLLoss on log-probabilities is cross-entropy: its best constant prediction is the label prior too (the
     # constant fit below would need PRIOR_FIT_STEPS steps for it). NLLLoss on raw scores has no such bound.
-    nll_on_log_probs = is_nll(ctx.loss_fn) and all(log_prob_dim(o) is not None for o in outs)
-    if ctx.loss_kind == "ce" or nll_on_log_probs:
+    nll_on_log_probs = (is_nll(head.loss) or head.kind == "nll") and all(log_prob_dim(o) is not None for o in outs)
+    tensors = all(isinstance(y, torch.Tensor) for y in ys)
+    if tensors and (head.kind == "ce" or nll_on_log_probs) and all(not y.is_floating_point() for y in ys):
         labels = torch.cat([y.reshape(-1) for y in ys]).long()
         labels = labels[labels >= 0]  # ignore_index-style padding
         if labels.numel():
             p = torch.bincount(labels).double() / labels.numel()
             p = p[p > 0]
             return float(-(p * p.log()).sum())
-    if ctx.loss_kind == "mse":
+    if tensors and head.kind == "mse":
         y = torch.cat([y.reshape(y.shape[0], -1).double() for y in ys])
         return float(y.var(dim=0, unbiased=False).mean())
-    if ctx.loss_kind == "bce":
+    if tensors and head.kind == "bce":
         y = torch.cat([y.reshape(y.shape[0], -1).double() for y in ys]).clamp(0, 1)
         p = y.mean(dim=0).clamp(1e-12, 1 - 1e-12)
         return float((-(p * p.log() + (1 - p) * (1 - p).log())).mean())
@@ -169,11 +200,11 @@ def _prior_loss(ctx: Context, outs: list[torch.Tensor], ys: list[torch.Tensor]) 
     for _ in range(PRIOR_FIT_STEPS):
         ctx.check_time()
         opt.zero_grad()
-        loss = sum(ctx.loss(c.expand_as(o), y) for o, y in zip(outs, ys)) / len(outs)
+        loss = sum(head.loss(c.expand_as(o), y) for o, y in zip(outs, ys)) / len(outs)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return float(sum(ctx.loss(c.expand_as(o), y) for o, y in zip(outs, ys)) / len(outs))
+        return float(sum(head.loss(c.expand_as(o), y) for o, y in zip(outs, ys)) / len(outs))
 
 
 # --- judge -------------------------------------------------------------------------------------------------------
@@ -334,5 +365,19 @@ def initial_loss(ctx: Context, p: Params) -> Result:
         A 10-class classifier whose last Linear is initialised with std 1 starts at a loss of 15 instead
         of log(10) = 2.30: fail, measured L0 = 15.1, expected <= 4.6.
     """
-    m = measure(ctx, p)
-    return judge(m, p, ctx.rerun).result(initial_message(m))
+    ms = measure(ctx, p)
+    if len(ms) == 1 and ms[0].head == "output":
+        return judge(ms[0], p, ctx.rerun).result(initial_message(ms[0]))
+    return judge_heads(ms, p, ctx.rerun).result("; ".join(f"{m.head}: {initial_message(m)}" for m in ms))
+
+
+def judge_heads(ms: list[Measurement], p: Params, rerun: Callable[..., str]) -> Findings:
+    """Each head judged on its own loss term; the findings name the head, the numbers are kept per head."""
+    f = Findings(measured={"heads": {}}, expected={"heads": {}})
+    for m in ms:
+        one = judge(m, p, rerun)
+        f.measured["heads"][m.head] = {"loss_kind": m.loss_kind, **one.measured}
+        f.expected["heads"][m.head] = one.expected
+        for item in one.items:
+            f.add(item.status, f"{m.head} ({m.loss_kind}): {item.message}", item.hint)
+    return f

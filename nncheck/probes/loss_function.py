@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -10,10 +9,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from nncheck.kit import Context, Finding, Findings, ProbeSkip, Result, Status, code_path, param, probe
-from nncheck.modelgraph import SHAPE_OPS
+from nncheck.losses import Head, Recorder, bound
 from nncheck.tensors import first_tensor, map_tensors
 
 # Size of the perturbation of the other samples' outputs, in units of the output's standard deviation.
@@ -74,6 +72,14 @@ class Params:
     )
     # A loss that is a mean (or sum) of per-sample terms has dLoss/d output_i independent of the other samples'
     # outputs; a loss that mixes the batch (log_softmax(dim=0) in a hand-written cross-entropy) does not.
+    term_ratio: float = param(
+        100.0,
+        source="Two orders of magnitude between the weighted terms of a multi-task loss at init: the sum's gradient is "
+        "then the largest term's and the others barely train (Kendall, Gal & Cipolla 2018, 'Multi-Task Learning Using "
+        "Uncertainty to Weigh Losses', §1 and Fig. 1: performance depends strongly on the relative weights; Chen et "
+        "al. 2018, GradNorm). Measured: checks/real/two_head_classifier_regressor.py 1.4-2.1x, "
+        "checks/real/two_head_unscaled_regression.py ~5e5x (seeds 0-2).",
+    )
     isolation_tol: float = param(
         0.0001,
         source="Relative change of sample 0's output gradient when the other outputs move by 0.5 x their std, "
@@ -95,6 +101,17 @@ HINT_DOUBLE_SOFTMAX = (
 NOTE_CE_ON_LOG_PROBS = (
     "cross-entropy receives log-probabilities (log_softmax outputs): harmless, since log_softmax is idempotent, but "
     "redundant: drop the log_softmax or use `nn.NLLLoss()`."
+)
+HINT_MULTI_HOT = (
+    "Targets are multi-hot (several labels per sample): use BCEWithLogitsLoss, one sigmoid per label: `loss = "
+    "nn.BCEWithLogitsLoss()` on the raw logits (the same output layer, one unit per label), and threshold "
+    "`torch.sigmoid(logits) > 0.5` at inference. CrossEntropyLoss is for one class per sample (an index, or a "
+    "distribution summing to 1)."
+)
+HINT_SOFT_TARGETS = (
+    "CrossEntropyLoss reads float targets as a distribution over the classes: normalise each row (`y / y.sum(1, "
+    "keepdim=True)`) for soft labels, pass class indices (`y.argmax(1)`, integer dtype) for one class per sample, or "
+    "use `nn.BCEWithLogitsLoss()` when several labels can be on at once."
 )
 HINT_NLL = (
     "NLLLoss expects log-probabilities: end the model with `nn.LogSoftmax(dim=1)` (or `torch.log_softmax(logits, "
@@ -154,55 +171,6 @@ def _also_warnings(f: Findings) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- measure
-@dataclass
-class Call:
-    name: str
-    func: Any
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    out: Any
-
-
-class Recorder(TorchFunctionMode):
-    """Records every top-level torch call (functions and Tensor methods) with its result (kept alive, so tensor
-    ids stay unique), to find which op produced a tensor and what each loss function received."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[Call] = []
-        self.producer: dict[int, int] = {}
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        name = getattr(func, "__name__", str(func))
-        if isinstance(out, torch.Tensor):
-            self.producer[id(out)] = len(self.calls)
-        self.calls.append(Call(name, func, tuple(args), dict(kwargs), out))
-        return out
-
-    def origin(self, t: torch.Tensor) -> str | None:
-        """Name of the op that produced ``t``, looking through reshapes and dtype casts."""
-        for _ in range(50):
-            i = self.producer.get(id(t))
-            if i is None:
-                return None
-            call = self.calls[i]
-            src = first_tensor(call.args)
-            if call.name not in SHAPE_OPS or src is None:
-                return call.name
-            t = src
-        return None
-
-
-def bound(call: Call) -> dict[str, Any]:
-    """The call's arguments by parameter name (`input`, `target`, `reduction`...)."""
-    try:
-        return dict(inspect.signature(call.func).bind(*call.args, **call.kwargs).arguments)
-    except (TypeError, ValueError):
-        return {"input": call.args[0] if call.args else None, "target": call.args[1] if len(call.args) > 1 else None}
-
-
 def class_rows(x: torch.Tensor) -> torch.Tensor:
     """A cross-entropy / NLL input as (N, C) rows (the class dim is 1, or 0 for an unbatched input)."""
     if x.dim() == 1:
@@ -221,6 +189,11 @@ class LossCall:
     row_sum_err: float | None = None  # CE / NLL: max |row sum - 1| over the class rows
     lse_err: float | None = None  # CE / NLL: max |logsumexp| of a row
     shapes: list[list[int]] | None = None  # MSE: [input shape, target shape]
+    # CE with float targets of the input's shape (class probabilities): 0/1 rows with several 1s (multi-hot), and
+    # the largest |row sum - 1|
+    multi_hot_rows: int | None = None
+    target_rows: int | None = None
+    target_row_sum_err: float | None = None
     labels: list[int] | None = None  # MSE: the target's distinct values when all integral (at most max_labels + 1)
 
 
@@ -237,6 +210,18 @@ def loss_call(name: str, args: dict[str, Any], rec: Recorder, max_labels: int) -
         rows = class_rows(x)
         c.row_sum_err = float((rows.sum(-1) - 1).abs().max())
         c.lse_err = float(rows.logsumexp(-1).abs().max())
+    if (
+        name == "cross_entropy"
+        and isinstance(y, torch.Tensor)
+        and y.is_floating_point()
+        and y.shape == args["input"].shape
+        and y.dim() >= 2
+    ):
+        rows = class_rows(y.detach().double())
+        binary = bool(((rows == 0) | (rows == 1)).all())
+        c.target_rows = int(rows.shape[0])
+        c.multi_hot_rows = int((rows.sum(-1) > 1).sum()) if binary else 0
+        c.target_row_sum_err = float((rows.sum(-1) - 1).abs().max())
     if name == "mse_loss" and isinstance(y, torch.Tensor):
         c.shapes = [list(x.shape), list(y.shape)]
         yd = y.detach().double()
@@ -261,6 +246,7 @@ class Measurement:
     squashing_module: str | None = None  # `model[3]` when a Softmax / Sigmoid module produces the output
     isolation_measured: bool = False
     isolation_change: float | None = None  # None: could not be measured
+    terms: list[Head] = field(default_factory=list)  # the recognised terms of a multi-task loss (>= 2), at init
 
 
 def measure(ctx: Context, p: Params) -> Measurement:
@@ -290,6 +276,9 @@ def measure(ctx: Context, p: Params) -> Measurement:
             m.squashing_module = code_path(name, model) if name else None
         _gradient_probe(ctx, out, y, m)
         m.batches += 1
+    heads = ctx.heads()
+    if len(heads) >= 2 and all(h.value is not None for h in heads):
+        m.terms = heads
     if p.isolation and batches:
         ctx.check_time()
         m.isolation_measured = True
@@ -433,6 +422,25 @@ def judge(m: Measurement, p: Params) -> Findings:
         elif _all_below(ce, "lse_err", p.simplex_tol):
             f.note(NOTE_CE_ON_LOG_PROBS)
 
+    hot = sum(c.multi_hot_rows or 0 for c in ce)
+    if hot:
+        rows = sum(c.target_rows or 0 for c in ce)
+        f.measured.update(ce_multi_hot_target_rows=hot, ce_target_rows=rows)
+        f.expected["ce_targets"] = "class indices, or class probabilities summing to 1 per row"
+        f.fail(
+            f"targets are multi-hot: cross-entropy receives 0/1 float targets with several 1s per row ({hot} of {rows} "
+            "rows); it reads them as class probabilities, which must sum to 1, and can never predict two classes "
+            "at once",
+            HINT_MULTI_HOT,
+        )
+    elif ce and (err := max(c.target_row_sum_err or 0.0 for c in ce)) > p.simplex_tol:
+        f.measured["ce_target_row_sum_err"] = err
+        f.fail(
+            f"cross-entropy receives float targets (class probabilities) whose rows do not sum to 1 (max |sum - 1| "
+            f"= {err:.3g})",
+            HINT_SOFT_TARGETS,
+        )
+
     if nll := m.calls.get("nll_loss", []):
         lse = max(_values(nll, "lse_err", 0.0))
         f.measured["nll_logsumexp_err"] = lse
@@ -513,11 +521,41 @@ def judge(m: Measurement, p: Params) -> Findings:
                     HINT_MIXES_BATCH,
                 )
 
+    if m.terms:
+        judge_terms(m.terms, p, f)
+
     if sums := sorted({n for n, calls in m.calls.items() for c in calls if c.reduction == "sum"}):
         f.measured["reduction_sum"] = sums
         f.note(NOTE_REDUCTION_SUM.format(losses=", ".join(LOSSES[n] for n in sums)))
     _also_warnings(f)
     return f
+
+
+def judge_terms(terms: list[Head], p: Params, f: Findings) -> None:
+    """A multi-task loss: warn when its weighted terms differ by more than ``term_ratio`` at init."""
+    size = {h.name: abs(h.weight * (h.value or 0.0)) for h in terms}
+    f.measured["loss_terms"] = {
+        h.name: {"loss": h.kind, "value": h.value, "weight": h.weight, "weighted": size[h.name]} for h in terms
+    }
+    big = max(terms, key=lambda h: size[h.name])
+    small = min(terms, key=lambda h: size[h.name])
+    ratio = size[big.name] / size[small.name] if size[small.name] > 0 else float("inf")
+    f.measured["loss_term_ratio"] = ratio
+    f.expected["loss_term_ratio_max"] = p.term_ratio
+    if ratio <= p.term_ratio:
+        return
+    # the weight that brings the small term to the big one's size at init (and the big one's, for the other way)
+    up = small.weight * size[big.name] / size[small.name] if size[small.name] > 0 else float("inf")
+    down = big.weight * size[small.name] / size[big.name]
+    f.warn(
+        f"the terms of the multi-task loss differ by {ratio:.3g}x at init: {big.name} ({big.kind}, weight "
+        f"{big.weight:.3g}) contributes {size[big.name]:.4g}, {small.name} ({small.kind}, weight {small.weight:.3g}) "
+        f"{size[small.name]:.4g}",
+        f"The sum's gradient is {big.name}'s: {small.name} barely trains. Standardise the targets of the large term "
+        f"(regression in raw units: `(y - mean) / std`), or weight the terms: equal at init with weight {up:.3g} on "
+        f"{small.name} (or {down:.3g} on {big.name}); or learn the weights (Kendall et al. 2018: `loss = sum(exp(-s_i) "
+        "* L_i + s_i)` with learnable s_i).",
+    )
 
 
 @probe("loss-function", title="Loss function fits the outputs", order=90, params=Params)
@@ -532,6 +570,9 @@ def loss_function(ctx: Context, p: Params) -> Result:
         - cross-entropy on rows that are a probability simplex (>= 0, sum to 1 within {simplex_tol}): fail (double
           softmax); on log-probabilities (logsumexp = 0): pass with a note (log_softmax is idempotent, so it is
           harmless);
+        - cross-entropy on float targets of the output's shape (class probabilities): 0/1 rows with several 1s
+          (multi-hot targets: several labels per sample) fail with "use BCEWithLogitsLoss"; rows that do not sum to 1
+          (within {simplex_tol}) fail;
         - NLL on probabilities or on raw scores (a row's |logsumexp| > {nll_logprob_tol}): fail (NLLLoss expects
           log_softmax outputs);
         - BCE-with-logits on a sigmoid's output: fail; on values all in (0, 1) (spread >= {sigmoid_min_spread})
@@ -545,6 +586,9 @@ def loss_function(ctx: Context, p: Params) -> Result:
           the gradient w.r.t. sample 0's output must not change (it cannot for a mean of per-sample terms): fail
           when it changes by more than {isolation_tol} (e.g. `log_softmax(logits, dim=0)` in a hand-written CE);
           contrastive losses couple samples on purpose: `isolation = false`;
+        - a multi-task loss (several terms recognised on the output tensors of a multi-output model, see
+          `ctx.heads()`): warn when the weighted terms differ by more than {term_ratio} at init, with the weight that
+          makes them equal;
         - `reduction="sum"`: a note.
         A loss that returns a non-scalar is already rejected when the setup loads.
 
