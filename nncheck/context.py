@@ -10,6 +10,7 @@ Tensor trees live in ``nncheck.tensors``, losses in ``nncheck.losses``, the modu
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,7 @@ from nncheck import trace as training_trace
 from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
 from nncheck.state import seed_everything
-from nncheck.tensors import first_tensor, get_path, iter_tensors, map_tensors, path_name
+from nncheck.tensors import batch_change, first_tensor, get_path, iter_tensors, map_tensors, path_name
 
 # Number of batches the context reads from `data` at most (probes use the first few).
 MAX_CACHED_BATCHES = 8
@@ -511,11 +512,13 @@ class Context:
             return output
 
     def _check_batch_dim(self, out: Any, y: Any, batch: Batch) -> None:
-        """With the default forward: the output must keep the batch dimension of the inputs when the targets do. A
-        ``view(-1, N)`` whose N is not the per-sample size changes it (25 samples of 16x4x4 = 256 features viewed as
-        ``(-1, 400)`` give 16 rows): say so before the loss fails with a shape error or the default loss is guessed
-        from the wrong width."""
-        if self.setup.custom_forward or not isinstance(y, torch.Tensor) or y.dim() == 0:
+        """With the default forward (or a custom one and the default loss, which cannot fit such an output): the
+        output must keep the batch dimension of the inputs when the targets do. A ``view(-1, N)`` whose N is not the
+        per-sample size changes it (25 samples of 16x4x4 = 256 features viewed as ``(-1, 400)`` give 16 rows): name
+        that line before the loss fails with a shape error or the default loss is guessed from the wrong width."""
+        if self.setup.custom_forward and self.setup.loss is not None:
+            return
+        if not isinstance(y, torch.Tensor) or y.dim() == 0:
             return
         x = first_tensor(self.inputs_of(batch))
         o = out if isinstance(out, torch.Tensor) else self._maybe_tensor(out)
@@ -524,10 +527,29 @@ class Context:
         n = int(x.shape[0])
         if int(y.shape[0]) != n or int(o.shape[0]) % n == 0:  # (B * T, C) rows of a sequence model are fine
             return
-        raise SetupError(
+        head = (
             f"{self.setup.path}: the model returns {int(o.shape[0])} rows (output shape {tuple(o.shape)}) for a batch "
             f"of {n} samples (input shape {tuple(x.shape)}, target shape {tuple(y.shape)}): forward() changes the "
-            "batch dimension. Look for a `view` / `reshape` with a hard-coded size, e.g. `x.view(-1, 400)` where "
+            "batch dimension"
+        )
+        site = batch_change(lambda: self.forward(self.fresh_model(), batch), n, self.inputs_of(batch))
+        if site is not None and site.regroup:
+            per = math.prod(site.before) // n
+            width = math.prod(site.after[1:])
+            raise SetupError(
+                f"{head}: {site.describe()}: one sample holds {per} values there, not {width}, so it regroups the "
+                f"{n} samples into {site.after[0]} rows that mix them. Keep the batch dimension: `x = x.flatten(1)` "
+                f"or `x.reshape(x.shape[0], -1)` ({site.before} -> ({n}, {per})), and size the next layer for {per} "
+                f"inputs (`nn.Linear({per}, ...)`): the size at that point depends on the input size."
+            )
+        if site is not None:
+            raise SetupError(
+                f"{head}: {site.describe()}, dropping the batch dimension (a reduction, an index or a concatenation "
+                "over dim 0?). Keep the batch dimension first: reduce over the feature dimensions, and reshape with "
+                "`x.reshape(x.shape[0], -1)`."
+            )
+        raise SetupError(
+            f"{head}. Look for a `view` / `reshape` with a hard-coded size, e.g. `x.view(-1, 400)` where "
             "one sample holds another number of features at that point (it depends on the input size: 16x5x5 = 400 "
             "for 32x32 images, 16x4x4 = 256 for 28x28). Keep the batch dimension: `x = x.flatten(1)` or "
             "`x.reshape(x.shape[0], -1)`, and size the next layer from `x.shape` printed there."

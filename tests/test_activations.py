@@ -239,3 +239,35 @@ def test_residual_branches_are_not_compared_with_layers_behind_a_norm():
     data = [(ids[i : i + 16], ids[i : i + 16, 0] % 3) for i in range(0, 64, 16)]
     r = nncheck.check(model=_PostLN, data=data, only=["activations"])["activations"]
     assert r.status.value == "pass", r.message
+
+
+class _TinyTokenNet(nn.Module):
+    """Embedding -> a projection scaled to nothing -> attention -> head: a real vanishing scale, in a transformer."""
+
+    def __init__(self, attention: bool = True) -> None:
+        super().__init__()
+        self.emb, self.proj = nn.Embedding(50, 16), nn.Linear(16, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True) if attention else None
+        self.mlp, self.act, self.head = nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+        with torch.no_grad():
+            self.proj.weight.mul_(1e-3)
+
+    def forward(self, x):
+        h = self.proj(self.emb(x))
+        if self.attn is not None:
+            h = self.attn(h, h, h, need_weights=False)[0]
+        return self.head(self.act(self.mlp(h))[:, 0])
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_init_hints_never_suggest_kaiming_for_embeddings_or_transformers(attention):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50, (64, 12), generator=g)
+    data = [(ids[i : i + 16], ids[i : i + 16, 0] % 3) for i in range(0, 64, 16)]
+    r = nncheck.check(model=lambda: _TinyTokenNet(attention), data=data, only=["activations"])["activations"]
+    assert r.status.value == "warn" and "vanish" in r.message, r.message
+    assert "kaiming_normal_(model.emb" not in r.hint and "model.emb.weight" not in r.hint, r.hint
+    if attention:  # a transformer keeps its library's init
+        assert "N(0, 0.02)" in r.hint and "Re-initialise the hidden layers" not in r.hint, r.hint
+    else:  # He init for the Linear layers only, never the embedding
+        assert "Re-initialise the hidden layers (model.proj, model.mlp) with He (Kaiming)" in r.hint, r.hint

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from helpers import CHECKS, SEEDS, broken_files, correct_files, rel, run_file
@@ -294,3 +296,46 @@ def test_batchnorm_without_running_stats_is_named():
     r = _check(model, _xy())
     assert r.status.value == "fail"
     assert "model[1]" in r.message and "track_running_stats=False" in r.hint
+    assert r.hint.startswith("BatchNorm `model[1]` keeps no running statistics"), r.hint
+
+
+@dataclass
+class _Out:
+    logits: torch.Tensor
+    box: torch.Tensor
+
+
+class _TwoOutputs(nn.Module):
+    """Two heads on one trunk; only the second one mixes the batch (when ``mix``); returned as ``kind``."""
+
+    def __init__(self, kind: str, mix: bool) -> None:
+        super().__init__()
+        self.kind, self.mix = kind, mix
+        self.trunk, self.cls, self.reg = nn.Linear(6, 16), nn.Linear(16, 3), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.trunk(x))
+        box = self.reg(h - h.mean(0) if self.mix else h)
+        logits = self.cls(h)
+        if self.kind == "tuple":
+            return logits, box
+        if self.kind == "dict":
+            return {"logits": logits, "box": box}
+        return _Out(logits, box)
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict", "dataclass"])
+@pytest.mark.parametrize("mix", [False, True])
+def test_every_output_tensor_of_a_multi_output_model_is_checked(kind, mix):
+    x, y = _xy(n=16)[0]
+    key = 0 if kind == "tuple" else "logits"
+
+    def loss(out, target):
+        logits = out.logits if kind == "dataclass" else out[key]
+        return nn.functional.cross_entropy(logits, target)
+
+    r = _check(lambda: _TwoOutputs(kind, mix), [(x, y)], loss=loss)
+    assert r.status.value == ("fail" if mix else "pass"), r.message
+    if not mix:
+        box = {"tuple": "output[1]", "dict": "output['box']", "dataclass": "output.box"}[kind]
+        assert box in r.message, r.message

@@ -156,6 +156,34 @@ def test_batch_of_duplicates_and_constant_inputs_warn():
     assert r.status.value == "warn" and "constant" in r.message
 
 
+class _TokenClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.pos, self.head = nn.Embedding(20, 8), nn.Embedding(12, 8), nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask, position_ids, token_type_ids):
+        h = (self.emb(input_ids) + self.pos(position_ids)) * attention_mask[..., None] + token_type_ids[..., None]
+        return self.head(h.mean(1))
+
+
+@pytest.mark.parametrize("constant_ids", [False, True])
+def test_a_constant_batch_is_judged_on_the_token_ids_not_on_masks_or_position_ids(constant_ids):
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        ids = torch.full((16, 12), 7) if constant_ids else torch.randint(0, 20, (16, 12), generator=g)
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": torch.ones(16, 12, dtype=torch.long),  # unpadded: all ones
+            "position_ids": torch.arange(12).expand(16, 12),  # varies along the sequence, the same for every sample
+            "token_type_ids": torch.zeros(16, 12, dtype=torch.long),
+        }
+        batches.append((inputs, torch.randint(0, 3, (16,), generator=g)))
+    r = check(_TokenClassifier, batches)
+    constant = "constant" in r.message or any("constant" in n for n in r.notes)
+    assert constant == constant_ids, (r.status.value, r.message, r.notes)
+
+
 def test_nan_inputs_fail():
     x, y = xy()
     x[70, 2] = float("nan")

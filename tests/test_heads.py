@@ -140,8 +140,12 @@ def test_centring_over_the_batch_inside_a_two_head_model_fails_batch_isolation()
 def test_multi_task_terms_of_different_orders_warn_with_the_weight_to_use():
     r = nncheck.check(model=TwoHead, data=_two_head_data(scale=1000.0), loss=_two_head_loss,
                       only=["loss-function"])["loss-function"]
-    assert r.status.value == "warn" and "differ by" in r.message
-    assert r.measured["loss_term_ratio"] > 100 and "weight" in r.hint
+    ratio = r.measured["loss_term_ratio"]
+    assert r.status.value == "warn" and f"differ by {ratio:.3g}x at init" in r.message, r.message
+    assert ratio > 100 and "output[1] (mse, weight 0.5)" in r.message, r.measured
+    # the weight that makes the small term (cross-entropy, weight 1) as large as the other at init: 1 x the ratio
+    assert f"equal at init with weight {ratio:.3g} on output[0]" in r.hint, r.hint
+    assert f"{0.5 / ratio:.3g} on output[1]" in r.hint, r.hint
 
 
 def test_heads_named_in_the_setup_are_judged():
@@ -173,10 +177,34 @@ def test_a_view_that_changes_the_batch_size_names_the_view():
     with pytest.raises(SetupError) as e:
         nncheck.check(model=LeNetOn28, data=data, only=["initial-loss"])
     msg = str(e.value)
-    assert "16 rows" in msg and "batch of 25" in msg and "view(-1, 400)" in msg and "output layer's width" not in msg
+    assert "16 rows" in msg and "batch of 25" in msg and "output layer's width" not in msg
+    # the user's own line, with its file and line number, and the shapes it turns one into the other
+    assert "`return self.fc(x.view(-1, 400))` (tests/test_heads.py:" in msg, msg
+    assert "(25, 16, 4, 4) tensor into (16, 400)" in msg and "one sample holds 256 values there, not 400" in msg
+    assert "nn.Linear(256, ...)" in msg
     with pytest.raises(SetupError) as e:  # with a loss of the user's too: named before the loss's shape error
         nncheck.check(model=LeNetOn28, data=data, loss=nn.CrossEntropyLoss(), only=["initial-loss"])
-    assert "changes the batch dimension" in str(e.value)
+    assert "changes the batch dimension" in str(e.value) and "x.view(-1, 400)" in str(e.value)
+    with pytest.raises(SetupError) as e:  # a forward of the user's and the default loss: the same sentence
+        nncheck.check(model=LeNetOn28, data=data, forward=lambda m, b: (m(b[0]), b[1]), only=["initial-loss"])
+    assert "x.view(-1, 400)" in str(e.value) and "output layer's width" not in str(e.value)
+
+
+def test_a_reduction_over_the_batch_that_drops_it_is_named():
+    class PoolsTheBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.fc(x).mean(0, keepdim=True)  # BUG: one row for the whole batch
+
+    data = [(torch.randn(12, 8), torch.randint(0, 5, (12,)))]
+    with pytest.raises(SetupError) as e:
+        nncheck.check(model=PoolsTheBatch, data=data, only=["initial-loss"])
+    msg = str(e.value)
+    assert "returns 1 rows" in msg and "`return self.fc(x).mean(0, keepdim=True)`" in msg, msg
+    assert "(12, 5) tensor into (1, 5)" in msg
 
 
 def test_an_all_ones_mask_next_to_input_ids_equal_to_the_labels_is_no_constant_batch():

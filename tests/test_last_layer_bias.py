@@ -240,3 +240,50 @@ def test_an_output_layer_without_bias_is_measured_and_only_warned_when_badly_hur
     assert moderate.status.value == "pass" and any("no bias" in n for n in moderate.notes), moderate.message
     strong = nncheck.check(model=model, data=_classes_with_prior([0.96, 0.02, 0.02]), only=[PID])[PID]
     assert strong.status.value == "warn" and "no bias" in strong.message and "bias=True" in strong.hint
+
+
+def test_the_message_says_the_cost_in_nats_and_in_steps_of_the_users_optimizer():
+    def model():
+        return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    data = _classes_with_prior([0.8, 0.12, 0.08])
+    r = nncheck.check(model=model, data=data, only=[PID], optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))[PID]
+    gain = r.measured["gain"]
+    assert r.status.value == "warn" and f"{gain:.3f} nats at init above the prior-initialised loss" in r.message
+    steps = r.measured["steps_lost"]
+    assert steps is not None and 0 < steps <= r.measured["steps_followed"], r.measured
+    assert f"your optimizer needs {steps} steps to lower the training loss by as much" in r.message, r.message
+    slow = nncheck.check(model=model, data=data, only=[PID], optimizer=lambda p: torch.optim.SGD(p, lr=1e-6))[PID]
+    assert slow.status.value == "warn" and slow.measured["steps_lost"] is None, slow.message  # the verdict: the same
+    assert "has not lowered the training loss by as much after 100 steps" in slow.message, slow.message
+
+
+class _SamplingDecoder(nn.Module):
+    """A decoder whose output samples noise in train mode (as a VAE's reparameterisation does), its output bias
+    already at the label prior: the loss at init and with the prior must see the same noise."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.body, self.out = nn.Linear(8, 16), nn.Linear(16, 32)
+        with torch.no_grad():
+            self.out.bias.fill_(math.log(rate / (1 - rate)))
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        if self.training:
+            h = h + 2.0 * torch.randn_like(h)
+        return self.out(h), h
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_model_that_samples_is_judged_on_the_same_noise_with_and_without_the_prior(seed):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(256, 8, generator=g), (torch.rand(256, 32, generator=g) < 0.1).float()
+    data = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+
+    def summed_bce(out, target):  # summed over the 32 units, as a VAE's reconstruction term, plus a penalty
+        recon = nn.functional.binary_cross_entropy_with_logits(out[0], target, reduction="sum") / target.shape[0]
+        return recon + 1e-3 * out[1].pow(2).mean()
+
+    r = nncheck.check(model=lambda: _SamplingDecoder(0.1), data=data, loss=summed_bce, only=[PID], seed=seed)[PID]
+    assert r.status.value == "pass", r.message

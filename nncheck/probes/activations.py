@@ -374,6 +374,7 @@ class Measurement:
     batches: int
     samples: int
     weighted: dict[str, bool] = field(default_factory=dict)  # module -> a Linear / Conv (an init to suggest)
+    attention: bool = False  # the model has attention layers (a transformer: its library's init, never He's)
 
     def cp(self, name: str) -> str:
         return self.paths.get(name) or code_path(name)
@@ -434,6 +435,7 @@ def measure(ctx: Context, p: Params) -> Measurement:
         paths={n: code_path(n, model) for n in modules},
         bias_means=_relu_feeding_biases(layers, modules),
         weighted={n: isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) for n, mod in modules.items()},
+        attention=any(is_attention(mod) for n, mod in modules.items() if n),  # the model's own class name aside
         batches=len(batches),
         samples=sum(ctx.batch_size(b) for b in batches),
     )
@@ -475,11 +477,34 @@ def saturation_hint(s: LayerStats, m: Measurement) -> str:
     )
 
 
+def is_attention(module: nn.Module) -> bool:
+    """An attention layer: nn.MultiheadAttention, or a class named ``...Attention...`` (Hugging Face, timm,
+    x-transformers, nanoGPT's CausalSelfAttention)."""
+    return isinstance(module, nn.MultiheadAttention) or "attention" in type(module).__name__.lower()
+
+
 def init_hint(m: Measurement, start: str = "") -> str:
-    """Re-initialise the weight layers of the chain where the scale vanishes / explodes (the segment of ``start``)."""
+    """Re-initialise the weight layers (Linear / Conv, never embeddings) of the chain where the scale vanishes /
+    explodes (the segment of ``start``); in a transformer, with its library's own init (He init is for ReLU nets
+    without normalisation; a transformer's embeddings and projections start at N(0, 0.02))."""
     seg = next((s.segment for s in m.layers if s.name == start), None)
-    depth = [s for s in m.depth if (seg is None or s.segment == seg) and m.weighted.get(s.name, True)]
-    depth = depth or m.depth
+    chain = [s for s in m.depth if seg is None or s.segment == seg] or m.depth
+    depth = [s for s in chain if m.weighted.get(s.name, False)]
+    if m.attention or not depth:
+        names = ", ".join(f"`{m.cp(s.name)}`" for s in chain[:3]) + (", ..." if len(chain) > 3 else "")
+        if not m.attention:
+            return (
+                f"Check the initialisation of {names} and of the layers between them: look for weights scaled or "
+                "overwritten after the model is built (`nn.init.*` or `.mul_` on some layers; nn.Embedding draws "
+                "N(0, 1), nn.LSTM / nn.GRU U(-1/sqrt(hidden), 1/sqrt(hidden)) by default)."
+            )
+        return (
+            f"Check the initialisation of {names} against the architecture's own: a transformer keeps its "
+            "library's init (Hugging Face: build the model from its config so that `post_init()` runs; GPT-2 / BERT "
+            "/ nanoGPT draw embeddings and projections from N(0, 0.02)), so look for weights scaled or overwritten "
+            "after the model is built (a custom `_init_weights`, `nn.init.*` or `.mul_` on some layers, an "
+            "embedding re-drawn at another std). Do not apply He (Kaiming) init to embeddings or attention layers."
+        )
     has_relu = any(s.kind == "relu" for s in m.layers)
     has_tanh = any(s.kind in ("tanh", "sigmoid") for s in m.layers)
     names = ", ".join(m.cp(s.name) for s in depth[:3]) + (", ..." if len(depth) > 3 else "")

@@ -54,9 +54,7 @@ def output_tensors(ctx: Context, out: Any, bs: int) -> list[tuple[str, torch.Ten
     if isinstance(out, torch.Tensor):
         return [("output", out)] if out.dim() >= 1 and out.shape[0] == bs else []
     return [
-        (path_name(out, path), t)
-        for path, t in named_tensors(out)
-        if is_float(t) and t.dim() >= 1 and t.shape[0] == bs
+        (path_name(out, path), t) for path, t in named_tensors(out) if is_float(t) and t.dim() >= 1 and t.shape[0] == bs
     ]
 
 
@@ -471,9 +469,9 @@ CAUSAL_HINT = (
 
 
 BATCH_STATS_HINT = (
-    "{paths} keeps no running statistics (`track_running_stats=False`), so model.eval() still normalises each batch "
-    "with its own mean and variance and a prediction depends on the rest of the batch: build it with the default "
-    "`track_running_stats=True` (or use nn.GroupNorm / nn.LayerNorm, which never look at other samples). "
+    "BatchNorm {paths} keeps no running statistics (`track_running_stats=False`), so model.eval() still normalises "
+    "each batch with its own mean and variance and a prediction depends on the rest of the batch: build it with the "
+    "default `track_running_stats=True` (or use nn.GroupNorm / nn.LayerNorm, which never look at other samples). "
 )
 PADDING_HINT = (
     "A padded position (attention_mask == 0) reaches the output of a real token: the mask is not passed to the model "

@@ -17,7 +17,7 @@ from nncheck.context import MAX_CACHED_BATCHES
 from nncheck.kit import Context, Findings, ProbeSkip, Result, bar_plot, code_path, forward_hooks, param, probe
 from nncheck.losses import is_class_target, label_problem
 from nncheck.modelgraph import is_batchnorm, without_dropout
-from nncheck.tensors import iter_tensors
+from nncheck.tensors import iter_tensors, named_tensors
 
 # Integer-valued float inputs in [0, 255] with a max above this look like raw 8-bit pixels (torchvision's ToTensor
 # divides by 255; a max <= 10 is more likely counts or small categorical codes).
@@ -201,6 +201,16 @@ def _is_target(t: torch.Tensor, y: Any) -> bool:
     if not isinstance(y, torch.Tensor):
         return False
     return t is y or (t.shape == y.shape and t.dtype == y.dtype and bool(torch.equal(t, y)))
+
+
+# Keys of a dict batch that describe its layout, not its content (Hugging Face tokenizer outputs and model arguments).
+STRUCTURAL_KEYS = ("attention_mask", "padding_mask", "key_padding_mask", "position_ids", "token_type_ids", "mask")
+
+
+def _structural(path: tuple[Any, ...]) -> bool:
+    """An input tensor that is constant by construction in a well-formed batch (an all-ones attention mask of an
+    unpadded batch, all-zero token-type ids): a mask, position ids or token-type ids, by its key."""
+    return bool(path) and isinstance(path[-1], str) and path[-1].lower().endswith(STRUCTURAL_KEYS)
 
 
 def _cpu(obj: Iterable[Any]) -> list[Any]:
@@ -411,8 +421,10 @@ def measure_inputs(ctx: Context, batches: list[Any], targets: list[Any]) -> Inpu
             m.pixels = m.pixels or looks_like_pixels(t)
             m.float_tensors += 1
         # constant: every input tensor, the target-like ones included (a language model's input ids equal its labels:
-        # the all-ones attention mask left without them is no sign of a constant batch)
-        if every and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in every):
+        # the all-ones attention mask left without them is no sign of a constant batch), the structural ones left out
+        # when others remain (an attention mask, position or token-type ids: all ones / zeros in an unpadded batch)
+        judged = [t for k, t in named_tensors(ctx.inputs_of(b)) if not _structural(k)] or every
+        if judged and all(t.numel() > 0 and bool((t == t.reshape(-1)[0]).all()) for t in judged):
             m.constant = True
         try:
             keys = sample_keys(every, ctx.batch_size(b))  # samples are told apart by every input, targets included

@@ -12,6 +12,8 @@ from torch import nn
 from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, param, probe
 from nncheck.losses import Head, ModelOwnLoss, classes_last
 from nncheck.modelgraph import without_dropout
+from nncheck.state import preserved_rngs
+from nncheck.trace import TRAIN_EVAL_EVERY
 
 # Additive (Jeffreys) smoothing of class counts, so a class absent from the estimation batches gets a finite log p.
 COUNT_SMOOTHING = 0.5
@@ -25,6 +27,8 @@ PRIOR_SIGNIFICANCE_Z = 3.09
 # MSE: the target mean is a prior worth building in when it is more than this many target stds away from the mean
 # output at init (Karpathy's recipe: "regression with mean 50 -> initialise the final bias to 50").
 MSE_OFFSET_STDS = 1.0
+# Offset from the run's seed at which every loss of this probe is evaluated (see ``_outputs``).
+SAMPLING_SEED_OFFSET = 20
 # Print the bias literally up to this many values; beyond, the hint gives the line that computes it.
 MAX_LITERAL = 32
 
@@ -77,6 +81,18 @@ class Params:
         ),
     )
     warn_gain_nats: float = param(0.025, source="A quarter of fail_gain_nats: a prior worth building in.")
+    cost_steps: int = param(
+        100,
+        fast=20,
+        source=(
+            "How far the cost is followed on the shared training trace (the user's optimizer from the default "
+            "bias): the steps until its training loss falls by the gain. Reported only, never judged (the verdict "
+            "rests on fail_share, a property of the labels). Measured with this rule, seed 0, full budget: 60 steps "
+            "for checks/llb_imbalanced_default_bias.py (Adam 1e-3) and for checks/real/unet_segmenter_default_bias.py "
+            "(Adam 1e-3); 100 covers both with room. Fast: 20, twice the trace the learning-rate probe's fast confirm "
+            "run (10 steps) reads anyway, so that a fast run stays cheap; it then often says 'not after 20 steps'."
+        ),
+    )
     warn_gain_mse: float = param(
         0.125,
         source=(
@@ -222,9 +238,14 @@ def _outputs(
     ctx: Context, model: nn.Module, batches: list[Any], head: Head, bias: torch.Tensor | None = None
 ) -> tuple[list[torch.Tensor], list[Any], float]:
     """The head's outputs, targets and mean loss of ``model`` on ``batches`` (no gradient); ``bias``: added to the
-    head's output along its units (the bias a bias-less output layer would have)."""
+    head's output along its units (the bias a bias-less output layer would have). The random generators start from
+    the same seed at every call (and are put back after): a model or forward that samples (a VAE's
+    reparameterisation, a diffusion step's noise) draws the same noise for the loss at init and with the prior, so
+    that their difference is the bias's and not the sampling's (a summed VAE loss of ~1500 nats moved by 0.4-10
+    nats between two draws, checks/real/conv_vae.py, fast, seeds 0-2)."""
     outs, ys, total = [], [], 0.0
-    with torch.no_grad():
+    with torch.no_grad(), preserved_rngs():
+        ctx.seed_all(SAMPLING_SEED_OFFSET)
         for b in batches:
             out, y = ctx.forward(model, b)
             t, y_t = head.tensor(out), head.target(y)
@@ -283,6 +304,8 @@ class Measurement:
     # what the prior itself is worth, whatever the init: the share of an uninformed (all-zero) output's loss that the
     # best constant output (the prior, as a bias) removes, on the judging batches; 1 - H(p) / log C for cross-entropy
     prior_share: float | None = None
+    steps_lost: int | None = None  # steps of the user's optimizer until the loss falls by the gain (``steps_lost``)
+    steps_followed: int = 0  # how far the trace was followed for it (0: not measured)
 
     @property
     def where(self) -> str:
@@ -359,9 +382,33 @@ def measure(ctx: Context, p: Params, head: Head) -> Measurement:
             new_bias.copy_(torch.where(torch.isnan(ideal), new_bias, ideal))  # unseen classes: left as they are
         _, _, m.loss_with_prior = _outputs(ctx, copy, held_out, head)
     m.gain = l_cur - m.loss_with_prior
+    if m.gain > (p.warn_gain_mse * l_cur if m.kind == "mse" else p.warn_gain_nats):
+        try:  # reported only: a trace that cannot run leaves the verdict as it is
+            m.steps_lost, m.steps_followed = steps_lost(ctx, head.weight * m.gain, p.cost_steps)
+        except Exception:
+            m.steps_lost, m.steps_followed = None, 0
     if m.kind == "mse":
         m.gain = m.gain / l_cur if l_cur > 0 else 0.0
     return m
+
+
+def steps_lost(ctx: Context, drop: float, cap: int) -> tuple[int | None, int]:
+    """What the missing prior costs in training: the steps of the user's optimizer, on the shared training trace
+    (from the default bias), until the mean training loss has fallen by ``drop`` (the gain the prior gives at step
+    0, weighted as the head's term is in the total loss), and the steps followed; (None, steps followed) when it
+    has not within ``cap`` steps, or the trace went non-finite."""
+    every = TRAIN_EVAL_EVERY
+    start = ctx.trace_checkpoint(0)
+    if start is None or not start.train:
+        return None, 0
+    target = start.train_mean - drop
+    for step in range(every, max(cap, every) + 1, every):
+        cp = ctx.trace_checkpoint(step)
+        if cp is None or not cp.train:
+            return None, step - every
+        if cp.train_mean <= target:
+            return step, step
+    return None, max(cap, every)
 
 
 # ---------------------------------------------------------------------------------------------- judge
@@ -397,7 +444,7 @@ def judge(m: Measurement, p: Params) -> Findings:
         text = (
             f"{m.where} has no bias while the labels have a strong prior{tied}: a bias at the prior "
             f"({m.prior.formula}) would lower the initial loss from {m.loss_at_init:.4g} to {m.loss_with_prior:.4g} "
-            f"({_gain_text(m.kind, m.gain)}, {100 * share:.0f}% of it)"
+            f"({_gain_text(m.kind, m.gain)}, {100 * share:.0f}% of it){cost_text(m)}"
         )
         hint = tied_hint(m) if m.tied is not None else no_bias_hint(m)
         if badly:
@@ -457,9 +504,30 @@ def gain_message(m: Measurement) -> str:
     )
     return (
         f"{m.where} with its bias at the prior ({m.estimated.formula}) would lower the initial loss from "
-        f"{m.loss_at_init:.4g} to {m.loss_with_prior:.4g} ({_gain_text(m.kind, m.gain)}, on batches the prior was "
-        f"not estimated from{worth})"
+        f"{m.loss_at_init:.4g} to {m.loss_with_prior:.4g} ({_cost_at_init(m.kind, m.gain)}, on batches the prior "
+        f"was not estimated from{worth}){cost_text(m)}"
     )
+
+
+def _cost_at_init(kind: str, gain: float) -> str:
+    if kind == "mse":
+        return f"{100 * gain:.0f}% of the loss at init"
+    return f"{gain:.3f} nats at init above the prior-initialised loss"
+
+
+def cost_text(m: Measurement) -> str:
+    """What the gain costs in training steps, from the shared trace."""
+    if m.steps_lost is not None:
+        return (
+            f"; from the default bias your optimizer needs {m.steps_lost} steps to lower the training loss by as "
+            "much (the 'hockey stick' at the start of a training curve)"
+        )
+    if m.steps_followed:
+        return (
+            f"; from the default bias your optimizer has not lowered the training loss by as much after "
+            f"{m.steps_followed} steps"
+        )
+    return ""
 
 
 def prior_hint(m: Measurement) -> str:
@@ -515,6 +583,8 @@ def measured_of(m: Measurement) -> dict[str, Any]:
         "gain": m.gain,
         "gain_share_of_loss": m.share,
         "prior_share_of_uninformed_loss": m.prior_share,
+        "steps_lost": m.steps_lost,
+        "steps_followed": m.steps_followed,
         **measured,
     }
     if m.prior.bias.numel() <= MAX_LITERAL:
@@ -547,7 +617,10 @@ def last_layer_bias(ctx: Context, p: Params) -> Result:
         BCE-with-logits log(p / (1 - p)) per output unit, for MSE the target mean. The prior is estimated
         on the first half of the batches read ({batches}) and the gain judged on the other half: the loss of
         the model at init versus the loss of a copy with that bias written in. Judging on other batches keeps the
-        sampling noise of the prior (10+ classes, a vocabulary) from looking like a gain.
+        sampling noise of the prior (10+ classes, a vocabulary) from looking like a gain. When the gain is worth a
+        warning, its cost in training is read from the shared training trace (the user's optimizer from the
+        default bias): the steps until the training loss has fallen by as much (followed up to {cost_steps}
+        steps; reported, never judged).
         Classes that never occur as targets in the batches read (BOS / PAD tokens, reserved ids) are left out of
         the prior, its ratio, the gain and the ideal bias (their bias is left as it is; a note names them).
 
@@ -585,8 +658,8 @@ def last_layer_bias(ctx: Context, p: Params) -> Result:
     if not known:
         if not heads:
             raise ProbeSkip(no_heads_reason(ctx))
-        kinds = ", ".join(f"{h.name}: {KIND_NAMES.get(h.kind, ctx.loss_name or h.kind)}" for h in heads)
-        raise ProbeSkip(f"the ideal bias is known for cross-entropy, BCE-with-logits and MSE; this loss is {kinds}")
+        kinds = ", ".join(f"{KIND_NAMES.get(h.kind, ctx.loss_name or h.kind)} on {h.name}" for h in heads)
+        raise ProbeSkip(f"the ideal bias is known for cross-entropy, BCE-with-logits and MSE; the loss here is {kinds}")
     ms = [measure(ctx, p, h) for h in known]
     if len(ms) == 1 and ms[0].head == "output":
         return judge(ms[0], p).result(passed_message(ms[0]))
@@ -618,5 +691,5 @@ def no_heads_reason(ctx: Context) -> str:
     return (
         "the model output is not one tensor and no term of the loss could be matched to one output tensor (a torch "
         'loss function of one output and one target): name the heads, e.g. `nncheck = {"heads": {0: '
-        'nn.CrossEntropyLoss(), 1: nn.MSELoss()}}`'
+        "nn.CrossEntropyLoss(), 1: nn.MSELoss()}}`"
     )

@@ -622,5 +622,6 @@ def loss_function(ctx: Context, p: Params) -> Result:
         log_softmax itself. ..."
     """
     m = measure(ctx, p)
-    kinds = ", ".join(LOSSES[n] for n in sorted(m.calls)) or f"a custom loss ({m.loss})"
-    return judge(m, p).result(f"{kinds} receives outputs of the expected kind and has a gradient w.r.t. them")
+    kinds = " and ".join(LOSSES[n] for n in sorted(m.calls)) or f"a custom loss ({m.loss})"
+    verbs = ("receive", "have") if len(m.calls) > 1 else ("receives", "has")
+    return judge(m, p).result(f"{kinds} {verbs[0]} outputs of the expected kind and {verbs[1]} a gradient w.r.t. them")
