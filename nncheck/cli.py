@@ -168,7 +168,7 @@ def main() -> None:
     "--budget",
     type=click.Choice(["full", "fast"]),
     default=None,
-    help="fast: fewer steps for pre-merge gates (same verdicts, a third of the cost).",
+    help="fast: about a third of the steps, for pre-merge gates (README, Budgets and cost: what it leaves to full).",
 )
 @click.option(
     "--time-budget",
