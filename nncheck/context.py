@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck import losses
+from nncheck import losses, schedule
 from nncheck import trace as training_trace
 from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
@@ -81,6 +81,7 @@ class Context:
         self.steps_spent = 0.0  # training-step equivalents run so far (FORWARD_SHARE / BACKWARD_SHARE)
         self._trace: training_trace.Trace | None = None
         self._reference_batch_size: int | None = None
+        self._lr_curve: schedule.LRCurve | None = None
 
     # ------------------------------------------------------------------ time budget
     def check_time(self) -> None:
@@ -164,7 +165,55 @@ class Context:
             raise SetupError(
                 f"{self.setup.path}: optimizer(params) returned {type(opt).__name__}, not a torch.optim.Optimizer."
             )
+        peaks = self.peak_lrs()
+        if peaks is not None and len(peaks) == len(opt.param_groups):  # train at the schedule's peak LR
+            for g, lr in zip(opt.param_groups, peaks):
+                if isinstance(g["lr"], torch.Tensor):
+                    g["lr"].fill_(lr)
+                else:
+                    g["lr"] = lr
         return opt
+
+    # ------------------------------------------------------------------ LR schedule
+    def lr_curve(self) -> schedule.LRCurve | None:
+        """The setup's LR schedule over its horizon (``nncheck.schedule``: stepped on an optimizer of its own, no
+        training), cached; None without a ``scheduler``."""
+        if self.setup.scheduler is None:
+            return None
+        if self._lr_curve is None:
+            self._lr_curve = schedule.lr_curve(self._schedule_optimizer, self._user_scheduler, self.setup.total_steps)
+        return self._lr_curve
+
+    def peak_lrs(self) -> list[float] | None:
+        """Each param group's peak LR over the schedule (what ``optimizer()`` sets: probes train at the peak, not at
+        the first warm-up step), or None without a scheduler or for one nncheck cannot follow (ReduceLROnPlateau)."""
+        curve = self.lr_curve()
+        if curve is None or curve.metric_based or not curve.lrs:
+            return None
+        return curve.peaks
+
+    def _schedule_optimizer(self) -> torch.optim.Optimizer:
+        """The user's optimizer over the pristine model's parameters, never stepped (the schedule's own)."""
+        return self.setup.optimizer(p for p in self.pristine_model().parameters())
+
+    def _user_scheduler(self, opt: torch.optim.Optimizer) -> Any:
+        where = f"{self.setup.path}: scheduler(optimizer)"
+        assert self.setup.scheduler is not None
+        try:
+            s = self.setup.scheduler(opt)
+        except Exception as e:
+            raise SetupError(
+                f"{where} raised {type(e).__name__}: {e}{user_location(e)}. `scheduler` must be a function taking the "
+                "optimizer, e.g. `def scheduler(opt): return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, "
+                "total_steps=10_000)`."
+            ) from e
+        if not hasattr(s, "step") or getattr(s, "optimizer", opt) is not opt:
+            what = "a scheduler of another optimizer" if hasattr(s, "step") else type(s).__name__
+            raise SetupError(
+                f"{where} returned {what}: it must return a torch.optim.lr_scheduler scheduler built on the optimizer "
+                "it is given (nncheck builds a fresh optimizer for each run)."
+            )
+        return s
 
     # ------------------------------------------------------------------ data
     def to_device(self, obj: Any) -> Any:
@@ -481,6 +530,7 @@ class Context:
                 )
             raise SetupError(f"{path}: the loss ({self.loss_name}) must return a scalar tensor; {fix}")
         self.uncuttable = self._cut_problem(self.fresh_model(train=False), batch)  # eval: a BatchNorm takes 1 sample
+        self.lr_curve()  # a scheduler factory that raises is a setup error (SetupError), found here once
         if time_steps:
             self.step_time_s = self.measure_step_time()
 

@@ -339,6 +339,7 @@ class PreparedSetup:
         self.report = SetupReport(
             path=setup.path, seed=self.cfg.seed, device=self.cfg.device, budget=self.cfg.budget, strict=self.cfg.strict
         )
+        self.report.notes.extend(setup.warnings)  # names of the setup file nncheck ignores
         self.ctx: Context | None = None
         self.problem: Problem | None = None
         self._data_result: Result | None = None

@@ -12,8 +12,11 @@ loss       no       ``callable(output, target) -> scalar``; inferred from the ta
 optimizer  no       ``callable(params) -> Optimizer``; default ``Adam(params, lr=3e-4)``
 forward    no       ``callable(model, batch) -> (output, target)``; default ``x, y = batch``, or for a dict
                     batch with ``labels`` (Hugging Face) ``model(**batch), batch["labels"]``
+scheduler  no       ``callable(optimizer) -> LRScheduler``, stepped once per training step (per batch); the
+                    probes train at its peak LR, ``lr-schedule`` judges its curve over ``total_steps``
 causal     no       ``True`` for autoregressive sequence models
-nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``)
+nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``, plus ``total_steps``:
+                    the optimizer steps of the real run, and ``heads``)
 ========== ======== =================================================================================
 
 Everything that can go wrong because of the user's file raises ``SetupError`` with a message that names
@@ -40,8 +43,31 @@ from nncheck.files import is_user_file
 Batch = Any
 ForwardFn = Callable[[nn.Module, Batch], tuple[Any, Any]]
 LossFn = Callable[[Any, Any], torch.Tensor]
+SchedulerFn = Callable[[torch.optim.Optimizer], Any]
 
-CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "causal", "nncheck")
+CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "scheduler", "causal", "nncheck")
+# Names a setup file often defines for a contract name, which nncheck does not read: a warning names them when the
+# contract name itself is absent (README, "Writing a setup file").
+LOOKALIKES = {
+    "criterion": "loss",
+    "loss_fn": "loss",
+    "loss_func": "loss",
+    "loss_function": "loss",
+    "optim": "optimizer",
+    "opt": "optimizer",
+    "make_optimizer": "optimizer",
+    "train_loader": "data",
+    "train_dataloader": "data",
+    "dataloader": "data",
+    "loader": "data",
+    "dataset": "data",
+    "net": "model",
+    "network": "model",
+    "lr_scheduler": "scheduler",
+    "sched": "scheduler",
+    "schedule": "scheduler",
+    "make_scheduler": "scheduler",
+}
 DEFAULT_LR = 3e-4
 # The key of the targets in a dict batch (Hugging Face's convention: its models compute their loss from it).
 LABELS = "labels"
@@ -97,6 +123,11 @@ class Setup:
     grad_off_at_import: bool = False  # importing the setup file turned grad mode off (load_setup turned it back on)
     # the heads of a multi-output model named in the setup's `nncheck` dict: output key -> (target key, loss)
     heads: dict[Any, tuple[Any, LossFn]] = field(default_factory=dict)
+    # `scheduler(optimizer) -> LRScheduler`, stepped once per training step; `total_steps`: the real run's length
+    scheduler: SchedulerFn | None = None
+    total_steps: int | None = None
+    # what loading the setup noticed but did not refuse (names that look like contract names); the report's notes
+    warnings: list[str] = field(default_factory=list)
 
 
 def _heads(raw: Any, where: str) -> dict[Any, tuple[Any, LossFn]]:
@@ -114,6 +145,35 @@ def _heads(raw: Any, where: str) -> dict[Any, tuple[Any, LossFn]]:
                 f"(target key, loss); got {type(loss).__name__}. Example: {example}."
             )
         out[key] = (target_key, loss)
+    return out
+
+
+def _total_steps(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise SetupError(
+            f"{where}: `total_steps` in the `nncheck` dict must be a positive integer (the optimizer steps of your "
+            f'real run: epochs x batches per epoch), e.g. `nncheck = {{"total_steps": 50_000}}`; got {raw!r}.'
+        )
+    return raw
+
+
+def lookalike_warnings(ns: Mapping[str, Any]) -> list[str]:
+    """A warning for each name of ``ns`` that looks like a contract name nncheck reads (``criterion`` for ``loss``)
+    while that contract name is absent: nncheck ignores it."""
+    out = []
+    for name, meant in LOOKALIKES.items():
+        value = ns.get(name)
+        if name not in ns or meant in ns or isinstance(value, type(sys)) or name.startswith("_"):
+            continue
+        out.append(
+            f"the setup defines `{name}` but no `{meant}`: nncheck reads only `{meant}` and ignores `{name}`"
+            + {
+                "loss": " (the loss is inferred from the targets instead)",
+                "optimizer": f" (the default Adam(lr={DEFAULT_LR:g}) is used instead)",
+                "scheduler": " (the LR is judged as constant)",
+            }.get(meant, "")
+            + f". Rename it, or add `{meant} = {name}`."
+        )
     return out
 
 
@@ -194,6 +254,7 @@ def setup_from_kwargs(
     causal: bool = False,
     path: str = "<api>",
     settings: dict[str, Any] | None = None,
+    scheduler: SchedulerFn | None = None,
 ) -> Setup:
     """Build a Setup from the objects of the contract (the Python API and the file loader meet here)."""
     where = path
@@ -201,7 +262,7 @@ def setup_from_kwargs(
         raise SetupError(f"{where}: no `model` given. Pass model=<callable returning an nn.Module>.")
     if data is None:
         raise SetupError(f"{where}: no `data` given. Pass data=<callable returning an iterable of batches>.")
-    for name, fn in (("loss", loss), ("optimizer", optimizer), ("forward", forward)):
+    for name, fn in (("loss", loss), ("optimizer", optimizer), ("forward", forward), ("scheduler", scheduler)):
         if fn is not None and not callable(fn):
             raise SetupError(f"{where}: `{name}` must be callable; got {type(fn).__name__}.")
     if isinstance(loss, type) and issubclass(loss, nn.Module):
@@ -210,6 +271,7 @@ def setup_from_kwargs(
         raise SetupError(f"{where}: `nncheck` must be a dict of settings; got {type(settings).__name__}.")
     settings = dict(settings or {})
     heads = _heads(settings.pop("heads"), where) if "heads" in settings else {}
+    total_steps = _total_steps(settings.pop("total_steps"), where) if "total_steps" in settings else None
     return Setup(
         model=_model_factory(model, where),
         data=_data_factory(data, where),
@@ -223,6 +285,8 @@ def setup_from_kwargs(
         custom_optimizer=optimizer is not None,
         model_is_instance=isinstance(model, nn.Module),
         heads=heads,
+        scheduler=scheduler,
+        total_steps=total_steps,
     )
 
 
@@ -311,6 +375,11 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
             f"{path}: defines no {' and no '.join('`' + m + '`' for m in missing)}. A setup file must define "
             f"`model` (a function returning an nn.Module) and `data` (a function returning batches). "
             f"Names found: {shown or 'none'}."
+            + "".join(
+                f" `{name}` looks like `{meant}`: rename it, or add `{meant} = {name}`."
+                for name, meant in LOOKALIKES.items()
+                if meant in missing and name in ns and not isinstance(ns[name], type(sys))
+            )
         )
     setup = setup_from_kwargs(
         model=ns["model"],
@@ -321,6 +390,8 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
         causal=ns.get("causal", False),
         path=path,
         settings=ns.get("nncheck"),
+        scheduler=ns.get("scheduler"),
     )
     setup.grad_off_at_import = grad_off
+    setup.warnings = lookalike_warnings(ns)
     return setup

@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"nncheck.deadline", "nncheck._catalog_data"},
     {"nncheck.report", "nncheck.registry"},
     {"nncheck.setup", "nncheck.config", "nncheck.render", "nncheck.render.*", "nncheck._catalog"},
-    {"nncheck.losses", "nncheck.modelgraph"},
+    {"nncheck.losses", "nncheck.modelgraph", "nncheck.schedule"},
     {"nncheck.trace"},
     {"nncheck.context"},
     {"nncheck.kit"},
