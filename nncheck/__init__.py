@@ -59,6 +59,7 @@ def check(
     name: str = "<api>",
     config_from: str | None = None,
     scheduler: Any = None,
+    train_step: Any = None,
 ) -> Report:
     """Run the probe battery on a setup given as objects (the same names as a setup file).
 
@@ -68,7 +69,16 @@ def check(
     from nncheck.setup import setup_from_kwargs
 
     s = setup_from_kwargs(
-        model, data, loss, optimizer, forward, causal, path=name, settings=settings, scheduler=scheduler
+        model,
+        data,
+        loss,
+        optimizer,
+        forward,
+        causal,
+        path=name,
+        settings=settings,
+        scheduler=scheduler,
+        train_step=train_step,
     )
     overrides = dict(
         only=only,

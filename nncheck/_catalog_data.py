@@ -4,7 +4,7 @@
 import json
 
 DATA = json.loads(r'''{
- "hash": "6d39e40cfc727df93d3fd3c3b0971ca8d9008c9660eaba8780ebe24d5d2f8f3f",
+ "hash": "c9b40fa1d306f389030eff933db1ff91956158e079795d146954e4b098497f44",
  "probes": [
   {
    "id": "data",
@@ -413,6 +413,35 @@ DATA = json.loads(r'''{
      "name": "warmup_start",
      "default": 0.5,
      "source": "Vaswani et al. 2017 (Attention Is All You Need, section 5.3: linear warm-up from 0 over 4000 steps); Liu et al. 2020 (On the Variance of the Adaptive Learning Rate and Beyond, arXiv:1908.03265): Adam's adaptive LR has a problematically large variance in the first steps; warm-up reduces it. A warm-up starts far below the peak (0, 1e-3 or 1/25 of it): an LR at >= half the peak at step 0 has none."
+    }
+   ]
+  },
+  {
+   "id": "train-step",
+   "title": "Custom training step",
+   "order": 68,
+   "default": true,
+   "doc": "Checks the setup's own `train_step(model, batch, optimizer)`: zero_grad, step order, clipping, AMP.\n\n    What it does:\n        Calls your train_step {calls} times on a fresh copy under the run's seed, watching it through hooks (no\n        change to your code): a hook after each parameter's gradient is accumulated (the norm right after\n        backward, unscaled by the GradScaler's scale), a pre-hook of optimizer.step() (the norm the step sees,\n        after clipping; whether a GradScaler unscaled it first), a forward pre-hook (the autocast dtype). The\n        GradScalers your train_step can reach (module globals, closure) are found, and their state is put back\n        after. A second run from the same state drops the gradients the first call left before the second: if\n        the second call's gradients differ, your step accumulates them. When the gradients are non-finite under\n        autocast, one plain float32 step on a fresh copy says whether autocast causes it. Costs ~{calls} + 2\n        training steps. Skips when the setup has no `train_step`.\n\n    Why is this bad?\n        A missing zero_grad sums every past gradient into each update (the effective LR grows with the step\n        count, momentum goes wild); optimizer.step() before backward applies last batch's gradients; a clip\n        max_norm far below the gradient norm divides every SGD update by a constant (an LR cut nobody chose); a\n        GradScaler that finds inf on every step skips every update silently (the loss stays flat, nothing\n        crashes); optimizer.step() on scaled gradients multiplies the update by the scale (65536).\n\n    Thresholds:\n        fail when the second call's gradients differ by more than {accumulate_tol} (relative) with / without the\n        first call's leftovers; fail when optimizer.step() runs before backward, or never runs (a GradScaler that\n        skipped all {calls} steps is named, with its scale); fail when the gradients are non-finite under\n        autocast and finite in float32; fail when optimizer.step() runs on scaled gradients; clipping: when the\n        clip ratio (norm at the step / norm after backward) is below {warn_clip} on every step, warn; below\n        {fail_clip} with an optimizer that is not scale-invariant (SGD), fail.\n\n    How to fix:\n        The canonical step: `optimizer.zero_grad(set_to_none=True); loss = loss_fn(model(x), y); loss.backward();\n        clip_grad_norm_(model.parameters(), max_norm); optimizer.step(); return loss`; with float16 AMP:\n        `scaler.scale(loss).backward(); scaler.unscale_(optimizer); clip...; scaler.step(optimizer);\n        scaler.update()`.\n\n    Example:\n        `train_step` without `optimizer.zero_grad()`: fail, \"gradients accumulate across calls: the gradients the\n        previous call left in .grad change the next update by 97%\".\n    ",
+   "params": [
+    {
+     "name": "calls",
+     "default": 3,
+     "source": "Three calls of the step: the second and third start from the gradients the first one left (a missing zero_grad shows from the second), and 'every step' of the clipping and scaler checks means all of them."
+    },
+    {
+     "name": "accumulate_tol",
+     "default": 0.05,
+     "source": "Relative difference between the gradients of call 2 with and without the gradients call 1 left in .grad. Measured: 0 (bit-identical, deterministic CPU ops) for every correct train_step of checks/; 0.6-1.3 for checks/ts_no_zero_grad.py (the previous gradient is as large as the new one)."
+    },
+    {
+     "name": "warn_clip",
+     "default": 0.1,
+     "source": "Pascanu et al. 2013 (On the difficulty of training recurrent neural networks, section 3.2): clipping is meant for rare exploding gradients, with a threshold near the average norm; a clip that divides every update by 10x or more is an LR cut in disguise."
+    },
+    {
+     "name": "fail_clip",
+     "default": 0.01,
+     "source": "100x: two decades of effective LR lost on every step with SGD (the update is proportional to the clipped gradient). With scale-invariant optimizers (Adam, RMSprop) it only warns (Kingma & Ba 2015)."
     }
    ]
   },

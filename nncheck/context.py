@@ -82,6 +82,7 @@ class Context:
         self._trace: training_trace.Trace | None = None
         self._reference_batch_size: int | None = None
         self._lr_curve: schedule.LRCurve | None = None
+        self._scalers: list[tuple[Any, dict[str, Any]]] | None = None
 
     # ------------------------------------------------------------------ time budget
     def check_time(self) -> None:
@@ -165,6 +166,8 @@ class Context:
             raise SetupError(
                 f"{self.setup.path}: optimizer(params) returned {type(opt).__name__}, not a torch.optim.Optimizer."
             )
+        if self.setup.train_step is not None:
+            self.load_scaler_states()  # a new optimizer starts a new run: the user's GradScalers start afresh
         peaks = self.peak_lrs()
         if peaks is not None and len(peaks) == len(opt.param_groups):  # train at the schedule's peak LR
             for g, lr in zip(opt.param_groups, peaks):
@@ -425,12 +428,60 @@ class Context:
 
     # ------------------------------------------------------------------ training
     def train_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> float:
-        """One forward + backward + optimizer step; returns the loss before the step."""
+        """One forward + backward + optimizer step (the setup's ``train_step`` when it has one); returns the loss
+        before the step."""
+        if self.setup.train_step is not None:
+            return self.user_train_step(model, opt, batch)
         opt.zero_grad(set_to_none=True)
         loss = self.batch_loss(model, batch)
         loss.backward()
         opt.step()
         return float(loss.detach())
+
+    def scalers(self) -> list[Any]:
+        """The enabled GradScalers the setup's ``train_step`` can reach (its module's globals, its closure, its
+        default arguments): user objects whose state a step changes. ``optimizer()`` puts them back in the state
+        they had before the first probe ran (a new optimizer is a new run), the trace keeps its own."""
+        if self._scalers is None:
+            from torch.amp.grad_scaler import GradScaler
+
+            fn = self.setup.train_step
+            objs: list[Any] = [*getattr(fn, "__globals__", {}).values(), *(getattr(fn, "__defaults__", None) or ())]
+            for cell in getattr(fn, "__closure__", None) or ():
+                try:
+                    objs.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            found: list[Any] = []
+            for o in objs:
+                if isinstance(o, GradScaler) and o.is_enabled() and all(o is not f for f in found):
+                    found.append(o)
+            self._scalers = [(s, s.state_dict()) for s in found]
+        return [s for s, _ in self._scalers]
+
+    def scaler_states(self) -> list[dict[str, Any]]:
+        return [s.state_dict() for s in self.scalers()]
+
+    def load_scaler_states(self, states: list[dict[str, Any]] | None = None) -> None:
+        """Put the GradScalers in ``states`` (default: the state they had before the first probe)."""
+        self.scalers()
+        assert self._scalers is not None
+        for (s, initial), st in zip(self._scalers, states if states is not None else [None] * len(self._scalers)):
+            s.load_state_dict(initial if st is None else st)
+
+    def user_train_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> float:
+        """The setup's ``train_step(model, batch, optimizer)``, counted as one training step; its loss as a float."""
+        assert self.setup.train_step is not None
+        loss = self.setup.train_step(model, batch, opt)
+        self.steps_spent += self._sample_share(batch)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            return float(loss.detach())
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            return float(loss)
+        raise SetupError(
+            f"{self.setup.path}: train_step(model, batch, optimizer) returned {type(loss).__name__}; it must return "
+            "the step's loss (a scalar tensor or a float): `return loss`."
+        )
 
     def trace(self, steps: int) -> training_trace.Trace:
         """The shared training trace (``nncheck.trace``), run on to at least ``steps`` steps (fewer when it stopped

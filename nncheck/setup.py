@@ -14,6 +14,9 @@ forward    no       ``callable(model, batch) -> (output, target)``; default ``x,
                     batch with ``labels`` (Hugging Face) ``model(**batch), batch["labels"]``
 scheduler  no       ``callable(optimizer) -> LRScheduler``, stepped once per training step (per batch); the
                     probes train at its peak LR, ``lr-schedule`` judges its curve over ``total_steps``
+train_step no       ``callable(model, batch, optimizer) -> loss``: one training step of your own (zero_grad,
+                    forward, backward, clipping, AMP / GradScaler, step); the shared training trace and the
+                    training probes call it instead of forward / backward / step, ``train-step`` judges it
 causal     no       ``True`` for autoregressive sequence models
 nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``, plus ``total_steps``:
                     the optimizer steps of the real run, and ``heads``)
@@ -44,8 +47,9 @@ Batch = Any
 ForwardFn = Callable[[nn.Module, Batch], tuple[Any, Any]]
 LossFn = Callable[[Any, Any], torch.Tensor]
 SchedulerFn = Callable[[torch.optim.Optimizer], Any]
+TrainStepFn = Callable[[nn.Module, Batch, torch.optim.Optimizer], Any]
 
-CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "scheduler", "causal", "nncheck")
+CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "scheduler", "train_step", "causal", "nncheck")
 # Names a setup file often defines for a contract name, which nncheck does not read: a warning names them when the
 # contract name itself is absent (README, "Writing a setup file").
 LOOKALIKES = {
@@ -67,6 +71,9 @@ LOOKALIKES = {
     "sched": "scheduler",
     "schedule": "scheduler",
     "make_scheduler": "scheduler",
+    "training_step": "train_step",
+    "train_one_step": "train_step",
+    "step_fn": "train_step",
 }
 DEFAULT_LR = 3e-4
 # The key of the targets in a dict batch (Hugging Face's convention: its models compute their loss from it).
@@ -126,6 +133,8 @@ class Setup:
     # `scheduler(optimizer) -> LRScheduler`, stepped once per training step; `total_steps`: the real run's length
     scheduler: SchedulerFn | None = None
     total_steps: int | None = None
+    # `train_step(model, batch, optimizer) -> loss`: the user's own step (clipping, AMP, accumulation)
+    train_step: TrainStepFn | None = None
     # what loading the setup noticed but did not refuse (names that look like contract names); the report's notes
     warnings: list[str] = field(default_factory=list)
 
@@ -171,6 +180,7 @@ def lookalike_warnings(ns: Mapping[str, Any]) -> list[str]:
                 "loss": " (the loss is inferred from the targets instead)",
                 "optimizer": f" (the default Adam(lr={DEFAULT_LR:g}) is used instead)",
                 "scheduler": " (the LR is judged as constant)",
+                "train_step": " (nncheck trains with forward, loss.backward() and optimizer.step())",
             }.get(meant, "")
             + f". Rename it, or add `{meant} = {name}`."
         )
@@ -255,6 +265,7 @@ def setup_from_kwargs(
     path: str = "<api>",
     settings: dict[str, Any] | None = None,
     scheduler: SchedulerFn | None = None,
+    train_step: TrainStepFn | None = None,
 ) -> Setup:
     """Build a Setup from the objects of the contract (the Python API and the file loader meet here)."""
     where = path
@@ -262,7 +273,13 @@ def setup_from_kwargs(
         raise SetupError(f"{where}: no `model` given. Pass model=<callable returning an nn.Module>.")
     if data is None:
         raise SetupError(f"{where}: no `data` given. Pass data=<callable returning an iterable of batches>.")
-    for name, fn in (("loss", loss), ("optimizer", optimizer), ("forward", forward), ("scheduler", scheduler)):
+    for name, fn in (
+        ("loss", loss),
+        ("optimizer", optimizer),
+        ("forward", forward),
+        ("scheduler", scheduler),
+        ("train_step", train_step),
+    ):
         if fn is not None and not callable(fn):
             raise SetupError(f"{where}: `{name}` must be callable; got {type(fn).__name__}.")
     if isinstance(loss, type) and issubclass(loss, nn.Module):
@@ -287,6 +304,7 @@ def setup_from_kwargs(
         heads=heads,
         scheduler=scheduler,
         total_steps=total_steps,
+        train_step=train_step,
     )
 
 
@@ -391,6 +409,7 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
         path=path,
         settings=ns.get("nncheck"),
         scheduler=ns.get("scheduler"),
+        train_step=ns.get("train_step"),
     )
     setup.grad_off_at_import = grad_off
     setup.warnings = lookalike_warnings(ns)
