@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck import losses, schedule
+from nncheck import lightning, losses, schedule
 from nncheck import trace as training_trace
 from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
@@ -83,6 +83,7 @@ class Context:
         self._reference_batch_size: int | None = None
         self._lr_curve: schedule.LRCurve | None = None
         self._scalers: list[tuple[Any, dict[str, Any]]] | None = None
+        self._no_schedule = False  # configure_optimizers() returned no scheduler
 
     # ------------------------------------------------------------------ time budget
     def check_time(self) -> None:
@@ -154,7 +155,9 @@ class Context:
         return self.pristine_model().state_dict()
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """The user's optimizer over ``model``'s parameters."""
+        """The user's optimizer over ``model``'s parameters (a LightningModule's ``configure_optimizers()``)."""
+        if self.setup.configure is not None:
+            return self._at_peak(self._configured(model)[0])
         try:
             opt = self.setup.optimizer(model.parameters())
         except Exception as e:
@@ -166,6 +169,17 @@ class Context:
             raise SetupError(
                 f"{self.setup.path}: optimizer(params) returned {type(opt).__name__}, not a torch.optim.Optimizer."
             )
+        return self._at_peak(opt)
+
+    def _configured(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        assert self.setup.configure is not None
+        try:
+            return self.setup.configure(model)
+        except lightning.LightningError as e:
+            raise SetupError(str(e)) from e
+
+    def _at_peak(self, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """``opt`` at the schedule's peak LR; a new optimizer is a new run: the user's GradScalers start afresh."""
         if self.setup.train_step is not None:
             self.load_scaler_states()  # a new optimizer starts a new run: the user's GradScalers start afresh
         peaks = self.peak_lrs()
@@ -181,10 +195,18 @@ class Context:
     def lr_curve(self) -> schedule.LRCurve | None:
         """The setup's LR schedule over its horizon (``nncheck.schedule``: stepped on an optimizer of its own, no
         training), cached; None without a ``scheduler``."""
-        if self.setup.scheduler is None:
+        if self.setup.scheduler is None and self.setup.configure is None:
             return None
-        if self._lr_curve is None:
-            self._lr_curve = schedule.lr_curve(self._schedule_optimizer, self._user_scheduler, self.setup.total_steps)
+        if self._lr_curve is None and not self._no_schedule:
+            if self.setup.configure is not None:  # a LightningModule: configure_optimizers() gives both
+                opt, sched = self._configured(self.pristine_model())
+                self._no_schedule = sched is None
+                if sched is not None:
+                    self._lr_curve = schedule.lr_curve(lambda: opt, lambda o: sched, self.setup.total_steps)
+            else:
+                self._lr_curve = schedule.lr_curve(
+                    self._schedule_optimizer, self._user_scheduler, self.setup.total_steps
+                )
         return self._lr_curve
 
     def peak_lrs(self) -> list[float] | None:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncheck import lightning
 from nncheck.deadline import DeadlineExceeded
 from nncheck.files import is_user_file
 
@@ -135,6 +136,8 @@ class Setup:
     total_steps: int | None = None
     # `train_step(model, batch, optimizer) -> loss`: the user's own step (clipping, AMP, accumulation)
     train_step: TrainStepFn | None = None
+    # a LightningModule's configure_optimizers(): model -> (optimizer, scheduler or None) (``nncheck.lightning``)
+    configure: Callable[[nn.Module], tuple[torch.optim.Optimizer, Any]] | None = None
     # what loading the setup noticed but did not refuse (names that look like contract names); the report's notes
     warnings: list[str] = field(default_factory=list)
 
@@ -286,6 +289,18 @@ def setup_from_kwargs(
         raise SetupError(f"{where}: `loss` is the class {loss.__name__}; pass an instance: `loss = {loss.__name__}()`.")
     if settings is not None and not isinstance(settings, dict):
         raise SetupError(f"{where}: `nncheck` must be a dict of settings; got {type(settings).__name__}.")
+    configure = None
+    template = lightning.template_of(model, where)
+    if template is not None:  # a LightningModule: its data module, training_step and configure_optimizers
+        try:
+            lightning.check_automatic(template, where)
+        except lightning.LightningError as e:
+            raise SetupError(str(e)) from None
+        data = lightning.data_factory(data, where)
+        if loss is None and forward is None and train_step is None:
+            loss = lightning.TrainingStepLoss(template, where)
+        if optimizer is None and scheduler is None:
+            configure = lightning.Configure(where, lightning.steps_per_epoch(_data_factory(data, where)))
     settings = dict(settings or {})
     heads = _heads(settings.pop("heads"), where) if "heads" in settings else {}
     total_steps = _total_steps(settings.pop("total_steps"), where) if "total_steps" in settings else None
@@ -299,12 +314,13 @@ def setup_from_kwargs(
         path=path,
         settings=settings,
         custom_forward=forward is not None,
-        custom_optimizer=optimizer is not None,
+        custom_optimizer=optimizer is not None or configure is not None,
         model_is_instance=isinstance(model, nn.Module),
         heads=heads,
         scheduler=scheduler,
         total_steps=total_steps,
         train_step=train_step,
+        configure=configure,
     )
 
 
