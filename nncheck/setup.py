@@ -415,6 +415,7 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
                 if meant in missing and name in ns and not isinstance(ns[name], type(sys))
             )
         )
+    scheduler = ns.get("scheduler")
     setup = setup_from_kwargs(
         model=ns["model"],
         data=ns["data"],
@@ -424,9 +425,16 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
         causal=ns.get("causal", False),
         path=path,
         settings=ns.get("nncheck"),
-        scheduler=ns.get("scheduler"),
+        scheduler=scheduler if callable(scheduler) else None,
         train_step=ns.get("train_step"),
     )
     setup.grad_off_at_import = grad_off
     setup.warnings = lookalike_warnings(ns)
+    # a `scheduler` that is no function is not read: a diffusion model's noise scheduler (DDPMScheduler) is silently
+    # left alone, an LR scheduler instance (built on the file's own optimizer) is named
+    if scheduler is not None and not callable(scheduler) and hasattr(scheduler, "optimizer"):
+        setup.warnings.append(
+            f"`scheduler` is a {type(scheduler).__name__} instance, not a function of the optimizer: nncheck ignores "
+            "it. Give a factory: `def scheduler(optimizer): return ...` (stepped once per batch)."
+        )
     return setup

@@ -177,3 +177,24 @@ def test_lookalike_names_are_named(tmp_path: Path):
     g.write_text("import torch\nfrom torch import nn\ndef model(): return nn.Linear(4, 2)\ntrain_loader = []\n")
     with pytest.raises(SetupError, match="`train_loader` looks like `data`"):
         load_setup(g)
+
+
+def test_a_scheduler_that_is_no_function_is_not_read(tmp_path: Path):
+    f = tmp_path / "s.py"
+    f.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+            def model(): return nn.Linear(4, 2)
+            def data(): return [(torch.randn(8, 4), torch.randint(0, 2, (8,)))] * 4
+            _opt = torch.optim.SGD(model().parameters(), lr=0.1)
+            scheduler = torch.optim.lr_scheduler.StepLR(_opt, 10)
+            """
+        )
+    )
+    setup = load_setup(f)
+    assert setup.scheduler is None and "StepLR instance" in setup.warnings[0]
+    noise = tmp_path / "n.py"
+    noise.write_text(f.read_text().replace("torch.optim.lr_scheduler.StepLR(_opt, 10)", "object()"))
+    assert load_setup(noise).warnings == []
