@@ -59,7 +59,6 @@ LOOKALIKES = {
     "loss_func": "loss",
     "loss_function": "loss",
     "optim": "optimizer",
-    "opt": "optimizer",
     "make_optimizer": "optimizer",
     "train_loader": "data",
     "train_dataloader": "data",
@@ -175,8 +174,10 @@ def lookalike_warnings(ns: Mapping[str, Any]) -> list[str]:
     out = []
     for name, meant in LOOKALIKES.items():
         value = ns.get(name)
-        if name not in ns or meant in ns or isinstance(value, type(sys)) or name.startswith("_"):
+        if name not in ns or meant in ns or isinstance(value, (type(sys), torch.Tensor)):
             continue
+        if meant in ("loss", "optimizer", "scheduler", "train_step") and not callable(value):
+            continue  # a function is expected: `schedule = [0.1, 0.01]` is something else
         out.append(
             f"the setup defines `{name}` but no `{meant}`: nncheck reads only `{meant}` and ignores `{name}`"
             + {
