@@ -22,6 +22,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -209,7 +210,7 @@ def template_of(model: Any, where: str) -> nn.Module | None:
         return None
     if isinstance(model, nn.Module):
         return model if is_module(model) else None
-    if not callable(model):
+    if not callable(model) or not _mentions_lightning(model):
         return None
     with preserved_global_state():
         seed_everything(0)
@@ -218,6 +219,19 @@ def template_of(model: Any, where: str) -> nn.Module | None:
         except Exception:
             return None  # the Context reports the factory's error under its seed
     return built if is_module(built) else None
+
+
+def _mentions_lightning(factory: Any) -> bool:
+    """A LightningModule class, or a function whose module imported Lightning (only those are built to look)."""
+    classes = _classes("LightningModule")
+    if isinstance(factory, type):
+        return bool(classes) and issubclass(factory, classes)
+    for value in getattr(factory, "__globals__", {}).values():
+        if isinstance(value, type) and classes and issubclass(value, classes):
+            return True
+        if isinstance(value, ModuleType) and value.__name__.split(".")[0] in ("lightning", "pytorch_lightning"):
+            return True
+    return False
 
 
 def steps_per_epoch(data: Callable[[], Iterable[Any]]) -> Callable[[], int | None]:
