@@ -678,6 +678,9 @@ class Context:
                 f"{self.setup.path}: a training step (forward, loss.backward(), optimizer.step()) raised "
                 f"{type(e).__name__}: {e}"
             ) from e
+        finally:
+            if self.setup.train_step is not None:  # the user's GradScalers as they were
+                self.load_scaler_states()
         return max(min(samples), 1e-6)
 
     # ------------------------------------------------------------------ classification helpers

@@ -126,3 +126,21 @@ def test_a_step_that_returns_no_loss_is_named():
 
     r = result(silent)
     assert r.status.value == "error" and "must return the step's loss" in r.message
+
+
+def test_the_battery_leaves_the_users_scaler_as_it_was():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+
+    def amp(model, batch, opt, scaler=scaler):
+        x, y = batch
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss
+
+    before = scaler.state_dict()
+    nncheck.check(model=mlp, data=data, optimizer=sgd, train_step=amp, budget="fast")
+    assert scaler.state_dict() == before
