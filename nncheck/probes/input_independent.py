@@ -348,6 +348,9 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
     held0 = trace.checkpoints[0].heldout
     run.g0_held = rel_gap(held0, b.heldout_losses[0]) if held0 is not None else math.nan
     steps = max(p.steps, CHECKPOINT_EVERY)
+    # identical losses need identical losses at init (same weights, same targets, dropout off): when the copies
+    # already differ there, the input reaches the output and B's first steps are not needed for that check
+    same_at_init = identical(trace.init_losses, b.init)
     for done in range(CHECKPOINT_EVERY, steps + 1, CHECKPOINT_EVERY):
         cp = ctx.trace_checkpoint(done)
         run.la = trace.losses_within(done)
@@ -356,7 +359,7 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
             if not run.la or math.isfinite(run.la[-1]):
                 run.la.append(math.nan)
             return run
-        if done <= IDENTICAL_MIN_STEPS:
+        if done <= IDENTICAL_MIN_STEPS and same_at_init:
             b.extend(ctx, done)
             if done == IDENTICAL_MIN_STEPS and identical(run.la, b.losses):
                 run.lb, run.stop = list(b.losses), "identical losses"
@@ -372,6 +375,12 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
             if done >= steps and not p.decide_at_cap:
                 run.lb = list(b.losses)  # the fast budget ends here, undecided: no need for B to catch up
                 return run
+        if not p.decide_at_cap and max(p.min_steps, n) >= steps:
+            # no early stop can come before the cap, which decides nothing (the fast budget): B is not needed
+            if done >= steps:
+                run.lb = list(b.losses)
+                return run
+            continue
         b.extend(ctx, done)
         run.lb = b.losses[:done]
         _compare(run, cp, b, done, n)
@@ -546,6 +555,12 @@ def judge(m: Measurement, p: Params, rerun: Callable[..., str]) -> Findings:
             f"the real-input copy's loss became {la[-1]} at step {len(la)}: training diverges "
             "(see the learning-rate and numerics probes)"
         )
+    if not p.decide_at_cap and not run.stop:
+        raise ProbeSkip(
+            f"inconclusive within {len(la)} steps: the real inputs did not yet beat the best constant prediction "
+            f"clearly, and the side-by-side run with blanked inputs needs more steps than the fast budget gives; "
+            f"`{rerun('input-independent', budget='full')}` judges it"
+        )
     l_real, l_blank = _mean(la[-n:]), _mean(lb[-n:])
     same = identical(la, lb)
     f = Findings(
@@ -576,12 +591,6 @@ def judge(m: Measurement, p: Params, rerun: Callable[..., str]) -> Findings:
         )
     f.measured.update({"init_loss_real": run.l0_real, "init_loss_blank": run.l0_blank})
     stalled = l_real > (1 - NO_PROGRESS) * run.l0_real and l_blank > (1 - NO_PROGRESS) * run.l0_blank
-    if not p.decide_at_cap and not run.stop:
-        raise ProbeSkip(
-            f"inconclusive within {len(la)} steps: the real inputs did not yet beat the best constant prediction "
-            f"clearly, and the side-by-side run with blanked inputs needs more steps than the fast budget gives; "
-            f"`{rerun('input-independent', budget='full')}` judges it"
-        )
     if run.adv_train < p.fail_advantage and stalled and not same:
         raise ProbeSkip(
             f"neither copy trains in {len(la)} steps (real inputs {run.l0_real:.4g} -> {l_real:.4g}, blank "

@@ -174,7 +174,10 @@ def range_test(
     """Smith's LR range test on a fresh copy with the user's optimizer class and hyperparameters.
 
     Shift-invariant stop rule: the EMA runs on each loss minus its batch's init loss (``init_losses``), and the
-    sweep stops when that excess rises ``diverge_rise`` x max(drop so far, init batch spread) above its minimum.
+    sweep stops when that excess rises ``diverge_rise`` x max(drop so far, noise) above its minimum. The noise is the
+    spread of the per-batch init losses or, when larger, the range of the excess over the sweep's first pass over the
+    batches (at LRs ~1e-6 the weights hardly move, so that range is the loss's own randomness: dropout, sampling);
+    the stop rule starts after that pass.
     """
     model = ctx.fresh_model(train=True)
     opt = ctx.optimizer(model)
@@ -182,6 +185,7 @@ def range_test(
     sweep = Sweep()
     base = sum(init_losses) / len(init_losses)
     noise = spread(init_losses)
+    first_pass: list[float] = []
     avg, best = 0.0, math.inf
     for i, lr in enumerate(lrs):
         ctx.check_time()
@@ -200,6 +204,10 @@ def range_test(
         sweep.excess.append(excess)
         sweep.smoothed.append(base + excess)
         best = min(best, excess)
+        if i < len(batches):
+            first_pass.append(loss - init_losses[b])
+            noise = max(noise, max(first_pass) - min(first_pass))
+            continue
         if excess - best > diverge_rise * max(-best, noise):
             sweep.diverged_at = i
             break
