@@ -11,7 +11,9 @@ accelerates training" (clipping changes the effective step size).
 import torch
 from torch import nn
 
-EXPECT = {"train-step": "fail"}
+# overfit-batch runs this train_step too: SGD through the clip is still at 73-75% of the initial loss after the
+# fast budget's 250 steps (49% after 500) while Adam 3e-4, scale-free, memorises in 99-150 steps (seeds 0-2): warn.
+EXPECT = {"train-step": "fail", "overfit-batch": "warn"}
 
 
 def model() -> nn.Module:
