@@ -144,3 +144,43 @@ def test_the_battery_leaves_the_users_scaler_as_it_was():
     before = scaler.state_dict()
     nncheck.check(model=mlp, data=data, optimizer=sgd, train_step=amp, budget="fast")
     assert scaler.state_dict() == before
+
+
+def _scheduled(first: str):
+    """A step that builds a warm-up for the optimizer it is given (built before the first optimizer.step(): that
+    construction step is not a scheduler step) and steps it before or after the optimizer."""
+    schedules: dict[int, tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]] = {}
+
+    def step(model, batch, opt):
+        if id(opt) not in schedules or schedules[id(opt)][0] is not opt:
+            schedules[id(opt)] = (opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10)))
+        sched = schedules[id(opt)][1]
+        x, y = batch
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        if first == "scheduler":
+            sched.step()
+        opt.step()
+        if first == "optimizer":
+            sched.step()
+        return nn.functional.cross_entropy(model(x), y).detach()
+
+    return step
+
+
+def test_a_scheduler_stepped_before_the_optimizer_warns_with_the_lrs():
+    r = result(_scheduled("scheduler"))
+    assert r.status.value == "warn", r.message
+    assert "scheduler steps before optimizer.step() in 3 of 3 calls" in r.message
+    assert "ran at LR 0.02, the schedule's next value, instead of 0.01" in r.message  # 0.1 x 2/10 instead of 1/10
+    assert "optimizer.step(); scheduler.step()" in r.hint
+    assert r.measured["scheduler_first_calls"] == 3
+    assert result(_scheduled("optimizer")).status.value == "pass"
+
+
+def test_schedulers_are_put_back_after_the_probe():
+    from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+
+    before = (LRScheduler.step, LambdaLR.step)
+    result(_scheduled("scheduler"))
+    assert (LRScheduler.step, LambdaLR.step) == before

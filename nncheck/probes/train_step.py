@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.amp.grad_scaler import GradScaler, OptState
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nncheck.kit import Context, Findings, ProbeSkip, Result, param, probe
 
@@ -61,6 +65,18 @@ class Call:
     autocast: str | None = None  # the autocast dtype the forward ran under
     scale: float | None = None  # the GradScaler's scale at the start of the call
     params_changed: bool = False
+    order: list[str] = field(default_factory=list)  # "step" (any optimizer.step()) and "scheduler" (its step), in order
+    lr_before_scheduler: float | None = None  # the LR of the first scheduler step's optimizer before that step
+    lr_at_step: float | None = None  # the LR the first optimizer.step() of the call ran with
+
+    @property
+    def scheduler_first(self) -> bool:
+        """A scheduler stepped before the first optimizer.step() of the call (which did run)."""
+        return (
+            "scheduler" in self.order
+            and "step" in self.order
+            and self.order.index("scheduler") < self.order.index("step")
+        )
 
 
 @dataclass
@@ -87,6 +103,55 @@ class Measurement:
 
 
 # ---------------------------------------------------------------------------------------------- measure
+def _scheduler_classes() -> list[type]:
+    """LRScheduler and its subclasses (the user's too) that define their own ``step``."""
+    out: list[type] = []
+    todo: list[type] = [LRScheduler, ReduceLROnPlateau]
+    while todo:
+        c = todo.pop()
+        if c not in out:
+            out.append(c)
+            todo.extend(c.__subclasses__())
+    return [c for c in out if "step" in c.__dict__]
+
+
+def _lr(opt: Any) -> float | None:
+    groups = getattr(opt, "param_groups", None)
+    return float(groups[0]["lr"]) if groups and "lr" in groups[0] else None
+
+
+@contextlib.contextmanager
+def watched_schedulers(on_scheduler: Callable[[Any], None], on_step: Callable[[Any], None]) -> Iterator[None]:
+    """Call ``on_scheduler(scheduler)`` before every ``step()`` of any LR scheduler (not the one each runs when it is
+    built, nor a step a scheduler makes inside another's: SequentialLR, ChainedScheduler) and ``on_step(optimizer)``
+    before every ``optimizer.step()`` of any optimizer: the train step may step a scheduler it reaches by any route
+    (a module global, a closure, one it builds for the optimizer it is given). The classes are put back after."""
+    depth = [0]
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def step(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if depth[0] == 0 and getattr(self, "_step_count", 1) != 0:  # 0: the step LRScheduler.__init__ makes
+                on_scheduler(self)
+            depth[0] += 1
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return step
+
+    patched = [(c, c.__dict__["step"]) for c in _scheduler_classes()]
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: on_step(opt))
+    try:
+        for c, original in patched:
+            setattr(c, "step", wrap(original))  # noqa: B010 (a class attribute, put back below)
+        yield
+    finally:
+        for c, original in patched:
+            setattr(c, "step", original)  # noqa: B010
+        handle.remove()
+
+
 def _norm(tensors: list[torch.Tensor]) -> float:
     return math.sqrt(sum(float(t.detach().double().pow(2).sum()) for t in tensors)) if tensors else 0.0
 
@@ -127,12 +192,23 @@ class Watch:
         if self.captured is None:
             self.captured = [g.detach().clone() for g in grads]
 
+    def _scheduler(self, scheduler: Any) -> None:
+        if "scheduler" not in self.call.order:
+            self.call.lr_before_scheduler = _lr(getattr(scheduler, "optimizer", None))
+        self.call.order.append("scheduler")
+
+    def _any_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if "step" not in self.call.order:
+            self.call.lr_at_step = _lr(optimizer)
+        self.call.order.append("step")
+
     def run(self, ctx: Context, batch: Any) -> Call:
         self.call, self.raw = Call(), {}
         c = self.call
         c.scale = float(self.scalers[0].get_scale()) if self.scalers else None
         before = [p.detach().clone() for p in self.params]
-        c.loss = ctx.user_train_step(self.model, self.opt, batch)
+        with watched_schedulers(self._scheduler, self._any_step):
+            c.loss = ctx.user_train_step(self.model, self.opt, batch)
         if self.raw:
             raw = math.sqrt(float(torch.stack(list(self.raw.values())).sum()))
             c.raw_norm = raw / c.scale if c.scale else raw
@@ -286,6 +362,24 @@ def judge(m: Measurement, p: Params) -> Findings:
             "Step through the scaler: `scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()` "
             "(call `scaler.unscale_(optimizer)` before clipping).",
         )
+    early = [i for i, c in enumerate(calls) if c.scheduler_first]
+    if early:
+        c = calls[early[0]]
+        lrs = (
+            f": the first update ran at LR {c.lr_at_step:.3g}, the schedule's next value, instead of "
+            f"{c.lr_before_scheduler:.3g}"
+            if c.lr_at_step is not None and c.lr_before_scheduler is not None
+            else ""
+        )
+        f.measured.update(scheduler_first_calls=len(early), lr_at_first_step=c.lr_at_step)
+        f.expected.update(scheduler_first_calls=0)
+        f.warn(
+            f"the LR scheduler steps before optimizer.step() in {len(early)} of {n} calls of train_step{lrs}; each "
+            "update takes the LR of the step after it, so the schedule's first value is never used and it runs one "
+            "step ahead",
+            "Step the scheduler after the optimizer: `optimizer.step(); scheduler.step()` (with a GradScaler: "
+            "`scaler.step(optimizer); scaler.update(); scheduler.step()`).",
+        )
     if ratios and len(ratios) == sum(1 for c in calls if c.steps) and max(ratios) < p.warn_clip:
         worst = max(ratios)
         text = (
@@ -318,15 +412,21 @@ def train_step(ctx: Context, p: Params) -> Result:
         GradScalers your train_step can reach (module globals, closure) are found, and their state is put back
         after. A second run from the same state drops the gradients the first call left before the second: if
         the second call's gradients differ, your step accumulates them. When the gradients are non-finite under
-        autocast, one plain float32 step on a fresh copy says whether autocast causes it. Costs ~{calls} + 2
-        training steps. Skips when the setup has no `train_step`.
+        autocast, one plain float32 step on a fresh copy says whether autocast causes it. While the step runs,
+        every LR scheduler's step() and every optimizer's step() is recorded in order (the scheduler classes are
+        wrapped for the call and put back; the step a scheduler makes when it is built is not counted), so a
+        scheduler the step reaches by any route (a module global, a closure, one it keeps per optimizer; a
+        Lightning module's scheduler in your train_step) is seen. Costs ~{calls} + 2 training steps. Skips when
+        the setup has no `train_step`.
 
     Why is this bad?
         A missing zero_grad sums every past gradient into each update (the effective LR grows with the step
         count, momentum goes wild); optimizer.step() before backward applies last batch's gradients; a clip
         max_norm far below the gradient norm divides every SGD update by a constant (an LR cut nobody chose); a
         GradScaler that finds inf on every step skips every update silently (the loss stays flat, nothing
-        crashes); optimizer.step() on scaled gradients multiplies the update by the scale (65536).
+        crashes); optimizer.step() on scaled gradients multiplies the update by the scale (65536); a scheduler
+        stepped before the optimizer runs the schedule one step ahead and skips its first value (PyTorch docs,
+        torch.optim "How to adjust learning rate": "call optimizer.step() before lr_scheduler.step()").
 
     Thresholds:
         fail when the second call's gradients differ by more than {accumulate_tol} (relative) with / without the
@@ -334,13 +434,15 @@ def train_step(ctx: Context, p: Params) -> Result:
         skipped all {calls} steps is named, with its scale); fail when the gradients are non-finite under
         autocast and finite in float32; fail when optimizer.step() runs on scaled gradients; clipping: when the
         clip ratio (norm at the step / norm after backward) is below {warn_clip} on every step, warn; below
-        {fail_clip} with an optimizer that is not scale-invariant (SGD), fail.
+        {fail_clip} with an optimizer that is not scale-invariant (SGD), fail. A scheduler step before the first
+        optimizer.step() of a call warns (a one-step shift: PyTorch itself only warns), with the LR the first
+        update ran at and the schedule's first value.
 
     How to fix:
         The canonical step: `optimizer.zero_grad(set_to_none=True); loss = loss_fn(model(x), y); loss.backward();
         clip_grad_norm_(model.parameters(), max_norm); optimizer.step(); return loss`; with float16 AMP:
         `scaler.scale(loss).backward(); scaler.unscale_(optimizer); clip...; scaler.step(optimizer);
-        scaler.update()`.
+        scaler.update()`; then `scheduler.step()`.
 
     Example:
         `train_step` without `optimizer.zero_grad()`: fail, "gradients accumulate across calls: the gradients the
