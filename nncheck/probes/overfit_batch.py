@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, line_plot, param, probe
+from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, image_grid, line_plot, param, probe
 from nncheck.losses import is_nll, log_prob_dim, unwrap_loss
 
 # A run stalls when, over the last STALL_WINDOW steps, its best loss improved by less than `stall_tol` of the
@@ -183,6 +183,9 @@ class Measurement:
     retry_lr: float = 0.0
     retry: Run | None = None  # Adam at retry_lr, trained when your optimizer does not memorise
     suspects: list[str] = field(default_factory=list)  # what looks wrong, when neither run memorises
+    # the first layer's filters (a Conv2d on 1 or 3 channels): at init, after your run, after the retry
+    filters: dict[str, torch.Tensor] = field(default_factory=dict)
+    first_layer: str = ""
 
     def share(self, loss: float) -> float:
         """``loss`` as a share of the initial loss, both above the floor."""
@@ -221,6 +224,10 @@ def measure(ctx: Context, p: Params) -> Measurement:
     ce = m.floor + max(p.ce_loss_ratio, loose) * gap if ctx.loss_kind == "ce" else None
     m.goal = Goal(m.floor + max(p.loss_ratio, loose) * gap, ce)
 
+    conv = _first_conv(model)
+    if conv is not None:
+        m.first_layer = code_path(conv[0], model)
+        m.filters["at init"] = conv[1].weight.detach().clone()
     user_opt = ctx.optimizer(model)
     m.custom_optimizer = ctx.setup.custom_optimizer
     desc = _describe_optimizer(user_opt)
@@ -228,6 +235,8 @@ def measure(ctx: Context, p: Params) -> Measurement:
     if ctx.setup.train_step is not None:
         m.user_desc += " in your train_step"
     m.user = _memorise(ctx, "your optimizer", model, user_opt, batch, m.goal, p)
+    if conv is not None:
+        m.filters[f"after {len(m.user.losses) - 1} steps (yours)"] = conv[1].weight.detach().clone()
     if m.user.ok:
         return m
 
@@ -238,6 +247,9 @@ def measure(ctx: Context, p: Params) -> Measurement:
     if ctx.setup.train_step is not None:
         ctx.load_scaler_states()  # the retry is a new run of your train_step: its GradScalers start afresh
     m.retry = _memorise(ctx, m.retry_name, model, torch.optim.Adam(model.parameters(), lr=m.retry_lr), batch, m.goal, p)
+    retry_conv = _first_conv(model)
+    if conv is not None and retry_conv is not None:
+        m.filters[f"after {len(m.retry.losses) - 1} steps ({m.retry_name})"] = retry_conv[1].weight.detach().clone()
     if not m.retry.ok:
         m.suspects = _suspects(ctx, model, batch, out0, y0)
         if m.user.step_loss is not None:
@@ -251,6 +263,16 @@ def measure(ctx: Context, p: Params) -> Measurement:
                 ),
             )
     return m
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The model's first layer (the first module with parameters of its own, in definition order) when it is a
+    Conv2d reading 1 or 3 channels (grey or RGB images, whose filters can be drawn); else None."""
+    for name, mod in model.named_modules():
+        if any(True for _ in mod.parameters(recurse=False)):
+            ok = isinstance(mod, nn.Conv2d) and mod.in_channels in (1, 3) and mod.groups == 1
+            return (name, mod) if ok else None
+    return None
 
 
 def _floor(ctx: Context, known: float | None, out0: Any, y0: Any, l_init: float, l_zero: float, n: int) -> float:
@@ -555,6 +577,10 @@ def judge(m: Measurement, p: Params, rerun: Callable[..., str]) -> Findings:
         f.fail(NOT_FINITE.format(n=m.samples, loss=m.initial), NOT_FINITE_HINT.format(rerun=rerun("numerics")))
         return f
     f.measured, f.expected, f.series = _measured(m), _expected(m), {"loss": _plot(m)}
+    if m.filters:
+        f.series["first_layer_filters"] = image_grid(
+            f"First-layer filters ({m.first_layer})", m.filters, caption=FILTERS_CAPTION
+        )
     if user.ok or retry is None:
         return f
     if retry.ok and not m.custom_optimizer:
@@ -641,6 +667,10 @@ NO_SUSPECTS = (
     "Check what follows the output layer (no softmax before CrossEntropyLoss, no ReLU / sigmoid on a regression "
     "output), that output and target shapes match in the loss, that no `.detach()` cuts the graph, and that the "
     "targets belong to the inputs they come with."
+)
+FILTERS_CAPTION = (
+    "each filter scaled to its own range; trained filters look smooth (edges, colour blobs), noisy ones mean "
+    "too few steps, too high an LR or too little regularisation (cs231n)"
 )
 FLOOR_NOTE = "ratios are taken above the loss's floor {floor:.4g} ({origin})"
 STOCHASTIC_NOTE = (
@@ -779,7 +809,9 @@ def overfit_batch(ctx: Context, p: Params) -> Result:
         stalls: over 50 steps its best loss improved by less than a share of the initial loss ({stall_tol}).
         If your optimizer does not get there, a second fresh copy is trained with Adam ({fallback_lr}),
         or with Adam at {default_retry_lr} when your optimizer already is Adam at fallback_lr
-        (nncheck's default when the setup names none). The loss curves of both runs are kept for plots.
+        (nncheck's default when the setup names none). The loss curves of both runs are kept for plots, and,
+        when the model's first layer is a Conv2d on 1 or 3 channels, its filters at init and after each run
+        (an image grid in the HTML report: cs231n's "visualise the first-layer weights", smooth vs noisy).
         With a `train_step` in the setup, both runs step with it (its clipping, autocast and loss scaling
         included; its GradScalers start afresh for each run), the goal checked on a forward without gradient
         before each step; a step whose own loss is not finite ends the run.
