@@ -160,6 +160,17 @@ class Configure:
 
 
 # ---------------------------------------------------------------------------------------------- loss
+class _CountedScheduler:
+    """What ``self.lr_schedulers()`` gives inside training_step (no Trainer is attached): its ``step()`` is counted,
+    not run (Lightning steps the configured scheduler itself, after the optimizer)."""
+
+    def __init__(self, owner: TrainingStepLoss) -> None:
+        self.owner = owner
+
+    def step(self, *args: Any, **kwargs: Any) -> None:
+        self.owner.scheduler_steps += 1
+
+
 class TrainingStepLoss:
     """``training_step((output, target), 0)`` of a template module whose ``forward`` returns ``output``: the loss
     the module trains with, as a function of its output (README, "PyTorch Lightning")."""
@@ -168,6 +179,7 @@ class TrainingStepLoss:
 
     def __init__(self, template: nn.Module, where: str) -> None:
         self.template, self.where = template, where
+        self.scheduler_steps = 0  # `self.lr_schedulers().step()` calls made inside training_step (train-step judges)
 
     def __call__(self, output: Any, target: Any) -> torch.Tensor:
         called: list[bool] = []
@@ -178,6 +190,7 @@ class TrainingStepLoss:
 
         placeholder = output if isinstance(output, torch.Tensor) else target
         self.template.forward = forward  # type: ignore[method-assign]
+        self.template.lr_schedulers = lambda: _CountedScheduler(self)  # type: ignore[method-assign]
         try:
             with quiet():
                 result = self.template.training_step((placeholder, target), 0)  # type: ignore[operator]
@@ -187,6 +200,7 @@ class TrainingStepLoss:
             result = None  # it used the inputs before calling self(x): it does not call self(x) on them
         finally:
             del self.template.forward
+            del self.template.lr_schedulers
         if not called:
             raise LightningError(
                 f"{self.where}: the LightningModule's training_step does not call `self(x)` (self.forward), so nncheck "

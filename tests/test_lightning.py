@@ -110,3 +110,24 @@ def test_the_whole_battery_runs_without_a_trainer():
     statuses = {r.id: r.status.value for r in report.setups[0].results}
     assert "error" not in statuses.values(), report.setups[0].text()
     assert statuses["lr-schedule"] in ("pass", "fail", "warn")
+
+
+class SteppingNet(Net):
+    """A training_step that steps the scheduler itself under automatic optimisation (Lightning steps it too)."""
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.lr_schedulers().step()
+        return out
+
+
+def test_a_scheduler_stepped_inside_training_step_fails_train_step_and_is_put_back():
+    report = nncheck.check(model=SteppingNet, data=Data(), settings={"total_steps": 60}, only=["train-step"])
+    r = report["train-step"]
+    assert r.status.value == "fail" and "self.lr_schedulers().step()" in r.message, r.message
+    assert r.measured["scheduler_steps_per_training_step"] == 1 and "'interval': 'step'" in r.hint
+    ctx = context()
+    ctx.batch_loss(ctx.pristine_model(), ctx.batch())
+    assert "lr_schedulers" not in vars(ctx.loss_fn.template)  # type: ignore[attr-defined]  # its own method again
+    ok = nncheck.check(model=Net, data=Data(), settings={"total_steps": 60}, only=["train-step"])
+    assert ok["train-step"].status.value == "skip"

@@ -399,6 +399,36 @@ def judge(m: Measurement, p: Params) -> Findings:
     return f
 
 
+# ---------------------------------------------------------------------------------------------- Lightning
+def lightning_scheduler_steps(ctx: Context) -> int:
+    """``self.lr_schedulers().step()`` calls one training_step of a LightningModule makes (0 for other setups)."""
+    from nncheck.lightning import TrainingStepLoss
+
+    loss = ctx.loss_fn
+    if not isinstance(loss, TrainingStepLoss):
+        return 0
+    before = loss.scheduler_steps
+    with torch.no_grad():
+        ctx.batch_loss(ctx.pristine_model(), ctx.batch())
+    return loss.scheduler_steps - before
+
+
+def lightning_scheduler_findings(steps: int) -> Findings:
+    f = Findings()
+    f.measured.update(scheduler_steps_per_training_step=steps)
+    f.expected.update(scheduler_steps_per_training_step=0)
+    f.fail(
+        f"training_step steps the LR scheduler itself ({steps} `self.lr_schedulers().step()` per call) under "
+        "automatic optimisation: Lightning runs training_step inside optimizer.step(closure), before the update, so "
+        "the scheduler steps before the optimizer, and Lightning steps the configured scheduler again after it: the "
+        f"schedule runs {steps + 1}x as fast with `interval='step'` (an epoch schedule becomes a per-batch one)",
+        "Remove the call and let Lightning step it: `{'scheduler': sched, 'interval': 'step'}` in "
+        "configure_optimizers' lr_scheduler; to step it yourself, use manual optimisation "
+        "(`self.automatic_optimization = False`, then `opt.step(); sch.step()`) with a `train_step` in the setup.",
+    )
+    return f
+
+
 # ---------------------------------------------------------------------------------------------- probe
 @probe("train-step", title="Custom training step", order=68, params=Params)
 def train_step(ctx: Context, p: Params) -> Result:
@@ -416,8 +446,9 @@ def train_step(ctx: Context, p: Params) -> Result:
         every LR scheduler's step() and every optimizer's step() is recorded in order (the scheduler classes are
         wrapped for the call and put back; the step a scheduler makes when it is built is not counted), so a
         scheduler the step reaches by any route (a module global, a closure, one it keeps per optimizer; a
-        Lightning module's scheduler in your train_step) is seen. Costs ~{calls} + 2 training steps. Skips when
-        the setup has no `train_step`.
+        Lightning module's scheduler in your train_step) is seen. Costs ~{calls} + 2 training steps. Without a
+        `train_step`: a LightningModule's training_step is run once (a forward) to count the
+        `self.lr_schedulers().step()` calls it makes itself; other setups skip.
 
     Why is this bad?
         A missing zero_grad sums every past gradient into each update (the effective LR grows with the step
@@ -436,7 +467,10 @@ def train_step(ctx: Context, p: Params) -> Result:
         clip ratio (norm at the step / norm after backward) is below {warn_clip} on every step, warn; below
         {fail_clip} with an optimizer that is not scale-invariant (SGD), fail. A scheduler step before the first
         optimizer.step() of a call warns (a one-step shift: PyTorch itself only warns), with the LR the first
-        update ran at and the schedule's first value.
+        update ran at and the schedule's first value. A LightningModule whose training_step steps its scheduler
+        under automatic optimisation fails (Lightning docs, "Learning rate scheduling": in automatic
+        optimisation Lightning calls the configured scheduler's step() itself, after the optimizer's): the
+        scheduler steps first, and twice per step.
 
     How to fix:
         The canonical step: `optimizer.zero_grad(set_to_none=True); loss = loss_fn(model(x), y); loss.backward();
@@ -449,6 +483,9 @@ def train_step(ctx: Context, p: Params) -> Result:
         previous call left in .grad change the next update by 97%".
     """
     if ctx.setup.train_step is None:
+        lightning = lightning_scheduler_steps(ctx)
+        if lightning:
+            return lightning_scheduler_findings(lightning).result("")
         raise ProbeSkip("no `train_step` in the setup: nncheck's own step (zero_grad, forward, backward, step) is used")
     m = measure(ctx, p)
     calls = m.calls
