@@ -58,6 +58,8 @@ def check(
     settings: dict[str, Any] | None = None,
     name: str = "<api>",
     config_from: str | None = None,
+    scheduler: Any = None,
+    train_step: Any = None,
 ) -> Report:
     """Run the probe battery on a setup given as objects (the same names as a setup file).
 
@@ -66,7 +68,18 @@ def check(
     """
     from nncheck.setup import setup_from_kwargs
 
-    s = setup_from_kwargs(model, data, loss, optimizer, forward, causal, path=name, settings=settings)
+    s = setup_from_kwargs(
+        model,
+        data,
+        loss,
+        optimizer,
+        forward,
+        causal,
+        path=name,
+        settings=settings,
+        scheduler=scheduler,
+        train_step=train_step,
+    )
     overrides = dict(
         only=only,
         skip=skip,

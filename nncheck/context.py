@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck import losses
+from nncheck import lightning, losses, schedule
 from nncheck import trace as training_trace
 from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
@@ -82,6 +82,9 @@ class Context:
         self.steps_spent = 0.0  # training-step equivalents run so far (FORWARD_SHARE / BACKWARD_SHARE)
         self._trace: training_trace.Trace | None = None
         self._reference_batch_size: int | None = None
+        self._lr_curve: schedule.LRCurve | None = None
+        self._scalers: list[tuple[Any, dict[str, Any]]] | None = None
+        self._no_schedule = False  # configure_optimizers() returned no scheduler
 
     # ------------------------------------------------------------------ time budget
     def check_time(self) -> None:
@@ -153,7 +156,9 @@ class Context:
         return self.pristine_model().state_dict()
 
     def optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """The user's optimizer over ``model``'s parameters."""
+        """The user's optimizer over ``model``'s parameters (a LightningModule's ``configure_optimizers()``)."""
+        if self.setup.configure is not None:
+            return self._at_peak(self._configured(model)[0])
         try:
             opt = self.setup.optimizer(model.parameters())
         except Exception as e:
@@ -165,7 +170,76 @@ class Context:
             raise SetupError(
                 f"{self.setup.path}: optimizer(params) returned {type(opt).__name__}, not a torch.optim.Optimizer."
             )
+        return self._at_peak(opt)
+
+    def _configured(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        assert self.setup.configure is not None
+        try:
+            return self.setup.configure(model)
+        except lightning.LightningError as e:
+            raise SetupError(str(e)) from e
+
+    def _at_peak(self, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """``opt`` at the schedule's peak LR; a new optimizer is a new run: the user's GradScalers start afresh."""
+        if self.setup.train_step is not None:
+            self.load_scaler_states()  # a new optimizer starts a new run: the user's GradScalers start afresh
+        peaks = self.peak_lrs()
+        if peaks is not None and len(peaks) == len(opt.param_groups):  # train at the schedule's peak LR
+            for g, lr in zip(opt.param_groups, peaks):
+                if isinstance(g["lr"], torch.Tensor):
+                    g["lr"].fill_(lr)
+                else:
+                    g["lr"] = lr
         return opt
+
+    # ------------------------------------------------------------------ LR schedule
+    def lr_curve(self) -> schedule.LRCurve | None:
+        """The setup's LR schedule over its horizon (``nncheck.schedule``: stepped on an optimizer of its own, no
+        training), cached; None without a ``scheduler``."""
+        if self.setup.scheduler is None and self.setup.configure is None:
+            return None
+        if self._lr_curve is None and not self._no_schedule:
+            if self.setup.configure is not None:  # a LightningModule: configure_optimizers() gives both
+                opt, sched = self._configured(self.pristine_model())
+                self._no_schedule = sched is None
+                if sched is not None:
+                    self._lr_curve = schedule.lr_curve(lambda: opt, lambda o: sched, self.setup.total_steps)
+            else:
+                self._lr_curve = schedule.lr_curve(
+                    self._schedule_optimizer, self._user_scheduler, self.setup.total_steps
+                )
+        return self._lr_curve
+
+    def peak_lrs(self) -> list[float] | None:
+        """Each param group's peak LR over the schedule (what ``optimizer()`` sets: probes train at the peak, not at
+        the first warm-up step), or None without a scheduler or for one nncheck cannot follow (ReduceLROnPlateau)."""
+        curve = self.lr_curve()
+        if curve is None or curve.metric_based or not curve.lrs:
+            return None
+        return curve.peaks
+
+    def _schedule_optimizer(self) -> torch.optim.Optimizer:
+        """The user's optimizer over the pristine model's parameters, never stepped (the schedule's own)."""
+        return self.setup.optimizer(p for p in self.pristine_model().parameters())
+
+    def _user_scheduler(self, opt: torch.optim.Optimizer) -> Any:
+        where = f"{self.setup.path}: scheduler(optimizer)"
+        assert self.setup.scheduler is not None
+        try:
+            s = self.setup.scheduler(opt)
+        except Exception as e:
+            raise SetupError(
+                f"{where} raised {type(e).__name__}: {e}{user_location(e)}. `scheduler` must be a function taking the "
+                "optimizer, e.g. `def scheduler(opt): return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, "
+                "total_steps=10_000)`."
+            ) from e
+        if not hasattr(s, "step") or getattr(s, "optimizer", opt) is not opt:
+            what = "a scheduler of another optimizer" if hasattr(s, "step") else type(s).__name__
+            raise SetupError(
+                f"{where} returned {what}: it must return a torch.optim.lr_scheduler scheduler built on the optimizer "
+                "it is given (nncheck builds a fresh optimizer for each run)."
+            )
+        return s
 
     # ------------------------------------------------------------------ data
     def to_device(self, obj: Any) -> Any:
@@ -377,12 +451,60 @@ class Context:
 
     # ------------------------------------------------------------------ training
     def train_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> float:
-        """One forward + backward + optimizer step; returns the loss before the step."""
+        """One forward + backward + optimizer step (the setup's ``train_step`` when it has one); returns the loss
+        before the step."""
+        if self.setup.train_step is not None:
+            return self.user_train_step(model, opt, batch)
         opt.zero_grad(set_to_none=True)
         loss = self.batch_loss(model, batch)
         loss.backward()
         opt.step()
         return float(loss.detach())
+
+    def scalers(self) -> list[Any]:
+        """The enabled GradScalers the setup's ``train_step`` can reach (its module's globals, its closure, its
+        default arguments): user objects whose state a step changes. ``optimizer()`` puts them back in the state
+        they had before the first probe ran (a new optimizer is a new run), the trace keeps its own."""
+        if self._scalers is None:
+            from torch.amp.grad_scaler import GradScaler
+
+            fn = self.setup.train_step
+            objs: list[Any] = [*getattr(fn, "__globals__", {}).values(), *(getattr(fn, "__defaults__", None) or ())]
+            for cell in getattr(fn, "__closure__", None) or ():
+                try:
+                    objs.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            found: list[Any] = []
+            for o in objs:
+                if isinstance(o, GradScaler) and o.is_enabled() and all(o is not f for f in found):
+                    found.append(o)
+            self._scalers = [(s, s.state_dict()) for s in found]
+        return [s for s, _ in self._scalers]
+
+    def scaler_states(self) -> list[dict[str, Any]]:
+        return [s.state_dict() for s in self.scalers()]
+
+    def load_scaler_states(self, states: list[dict[str, Any]] | None = None) -> None:
+        """Put the GradScalers in ``states`` (default: the state they had before the first probe)."""
+        self.scalers()
+        assert self._scalers is not None
+        for (s, initial), st in zip(self._scalers, states if states is not None else [None] * len(self._scalers)):
+            s.load_state_dict(initial if st is None else st)
+
+    def user_train_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> float:
+        """The setup's ``train_step(model, batch, optimizer)``, counted as one training step; its loss as a float."""
+        assert self.setup.train_step is not None
+        loss = self.setup.train_step(model, batch, opt)
+        self.steps_spent += self._sample_share(batch)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            return float(loss.detach())
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            return float(loss)
+        raise SetupError(
+            f"{self.setup.path}: train_step(model, batch, optimizer) returned {type(loss).__name__}; it must return "
+            "the step's loss (a scalar tensor or a float): `return loss`."
+        )
 
     def trace(self, steps: int) -> training_trace.Trace:
         """The shared training trace (``nncheck.trace``), run on to at least ``steps`` steps (fewer when it stopped
@@ -482,6 +604,7 @@ class Context:
                 )
             raise SetupError(f"{path}: the loss ({self.loss_name}) must return a scalar tensor; {fix}")
         self.uncuttable = self._cut_problem(self.fresh_model(train=False), batch)  # eval: a BatchNorm takes 1 sample
+        self.lr_curve()  # a scheduler factory that raises is a setup error (SetupError), found here once
         if time_steps:
             self.step_time_s = self.measure_step_time()
 
@@ -577,6 +700,9 @@ class Context:
                 f"{self.setup.path}: a training step (forward, loss.backward(), optimizer.step()) raised "
                 f"{type(e).__name__}: {e}"
             ) from e
+        finally:
+            if self.setup.train_step is not None:  # the user's GradScalers as they were
+                self.load_scaler_states()
         return max(min(samples), 1e-6)
 
     # ------------------------------------------------------------------ classification helpers

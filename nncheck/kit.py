@@ -42,6 +42,7 @@ __all__ = [
     "bar_plot",
     "code_path",
     "forward_hooks",
+    "image_grid",
     "leaf_modules",
     "line_plot",
     "param",
@@ -187,3 +188,23 @@ def bar_plot(
     if refs:
         plot["refs"] = {k: v for k, v in refs.items() if v is not None}
     return plot
+
+
+# Filters shown per panel of an image grid at most (cs231n shows the 96 of AlexNet's first layer; 64 keep the JSON
+# report small: 64 x 3 x 11 x 11 values).
+MAX_IMAGES = 64
+
+
+def image_grid(title: str, panels: dict[str, Any], *, caption: str = "") -> dict[str, Any]:
+    """An image grid for ``Result.series`` (``"kind": "images"``): for each named panel, a tensor of images
+    (N, C, H, W) with C = 1 (grey) or 3 (RGB), each image min-max scaled to [0, 1] on its own (cs231n's way of
+    showing first-layer filters), at most MAX_IMAGES per panel, as nested lists (N, H, W) or (N, H, W, 3)."""
+    built: dict[str, Any] = {}
+    for name, t in panels.items():
+        x = t.detach().float().cpu()[:MAX_IMAGES]
+        lo = x.amin(dim=(1, 2, 3), keepdim=True)
+        span = (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-12)
+        x = ((x - lo) / span).nan_to_num(0.5)
+        x = x[:, 0] if x.shape[1] == 1 else x.permute(0, 2, 3, 1)
+        built[name] = {"images": (x * 1000).round().div(1000).tolist(), "count": int(t.shape[0])}
+    return {"title": title, "kind": "images", "panels": built, "caption": caption}

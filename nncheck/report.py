@@ -95,6 +95,8 @@ class Result:
          "marks": {"your LR": 0.001, "suggested": 0.003},   # optional vertical lines at these x values
          "refs": {"goal": 0.08}}                            # optional horizontal reference lines at these y values
 
+    An image grid (``kit.image_grid``: a conv layer's filters) is ``{"title": ..., "kind": "images", "caption": ...,
+    "panels": {"at init": {"images": [...], "count": N}, ...}}``, each image (H, W) grey or (H, W, 3) RGB in [0, 1].
     For "bar" plots x may hold strings: module names (``net.2``) when the xlabel names a module or a layer, which the
     HTML report shows as code (``model.net[2]``). Renderers (HTML) draw every plot they find; a few spikes (a loss that
     diverges) do not set the axis: the HTML report clips them and marks the clipped points.

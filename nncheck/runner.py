@@ -339,6 +339,7 @@ class PreparedSetup:
         self.report = SetupReport(
             path=setup.path, seed=self.cfg.seed, device=self.cfg.device, budget=self.cfg.budget, strict=self.cfg.strict
         )
+        self.report.notes.extend(setup.warnings)  # names of the setup file nncheck ignores
         self.ctx: Context | None = None
         self.problem: Problem | None = None
         self._data_result: Result | None = None
@@ -462,7 +463,11 @@ class PreparedSetup:
         assert self.ctx is not None
         params = p.resolved_params(self.cfg.budget, self.cfg.probes.get(p.id))
         with preserved_global_state(), cpu_threads(self.cfg.threads):
-            return run_probe(self.ctx, p, params, self.probe_budget_s())
+            try:
+                return run_probe(self.ctx, p, params, self.probe_budget_s())
+            finally:
+                if self.ctx.setup.train_step is not None:  # the user's GradScalers as they were before the probe
+                    self.ctx.load_scaler_states()
 
     def probe_budget_s(self) -> float:
         """The wall-clock backstop of each probe of this setup."""

@@ -12,8 +12,14 @@ loss       no       ``callable(output, target) -> scalar``; inferred from the ta
 optimizer  no       ``callable(params) -> Optimizer``; default ``Adam(params, lr=3e-4)``
 forward    no       ``callable(model, batch) -> (output, target)``; default ``x, y = batch``, or for a dict
                     batch with ``labels`` (Hugging Face) ``model(**batch), batch["labels"]``
+scheduler  no       ``callable(optimizer) -> LRScheduler``, stepped once per training step (per batch); the
+                    probes train at its peak LR, ``lr-schedule`` judges its curve over ``total_steps``
+train_step no       ``callable(model, batch, optimizer) -> loss``: one training step of your own (zero_grad,
+                    forward, backward, clipping, AMP / GradScaler, step); the shared training trace and the
+                    training probes call it instead of forward / backward / step, ``train-step`` judges it
 causal     no       ``True`` for autoregressive sequence models
-nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``)
+nncheck    no       a dict of settings for this setup (same keys as ``[tool.nncheck]``, plus ``total_steps``:
+                    the optimizer steps of the real run, and ``heads``)
 ========== ======== =================================================================================
 
 Everything that can go wrong because of the user's file raises ``SetupError`` with a message that names
@@ -34,14 +40,41 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncheck import lightning
 from nncheck.deadline import DeadlineExceeded
 from nncheck.files import is_user_file
 
 Batch = Any
 ForwardFn = Callable[[nn.Module, Batch], tuple[Any, Any]]
 LossFn = Callable[[Any, Any], torch.Tensor]
+SchedulerFn = Callable[[torch.optim.Optimizer], Any]
+TrainStepFn = Callable[[nn.Module, Batch, torch.optim.Optimizer], Any]
 
-CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "causal", "nncheck")
+CONTRACT_NAMES = ("model", "data", "loss", "optimizer", "forward", "scheduler", "train_step", "causal", "nncheck")
+# Names a setup file often defines for a contract name, which nncheck does not read: a warning names them when the
+# contract name itself is absent (README, "Writing a setup file").
+LOOKALIKES = {
+    "criterion": "loss",
+    "loss_fn": "loss",
+    "loss_func": "loss",
+    "loss_function": "loss",
+    "optim": "optimizer",
+    "make_optimizer": "optimizer",
+    "train_loader": "data",
+    "train_dataloader": "data",
+    "dataloader": "data",
+    "loader": "data",
+    "dataset": "data",
+    "net": "model",
+    "network": "model",
+    "lr_scheduler": "scheduler",
+    "sched": "scheduler",
+    "schedule": "scheduler",
+    "make_scheduler": "scheduler",
+    "training_step": "train_step",
+    "train_one_step": "train_step",
+    "step_fn": "train_step",
+}
 DEFAULT_LR = 3e-4
 # The key of the targets in a dict batch (Hugging Face's convention: its models compute their loss from it).
 LABELS = "labels"
@@ -97,6 +130,15 @@ class Setup:
     grad_off_at_import: bool = False  # importing the setup file turned grad mode off (load_setup turned it back on)
     # the heads of a multi-output model named in the setup's `nncheck` dict: output key -> (target key, loss)
     heads: dict[Any, tuple[Any, LossFn]] = field(default_factory=dict)
+    # `scheduler(optimizer) -> LRScheduler`, stepped once per training step; `total_steps`: the real run's length
+    scheduler: SchedulerFn | None = None
+    total_steps: int | None = None
+    # `train_step(model, batch, optimizer) -> loss`: the user's own step (clipping, AMP, accumulation)
+    train_step: TrainStepFn | None = None
+    # a LightningModule's configure_optimizers(): model -> (optimizer, scheduler or None) (``nncheck.lightning``)
+    configure: Callable[[nn.Module], tuple[torch.optim.Optimizer, Any]] | None = None
+    # what loading the setup noticed but did not refuse (names that look like contract names); the report's notes
+    warnings: list[str] = field(default_factory=list)
 
 
 def _heads(raw: Any, where: str) -> dict[Any, tuple[Any, LossFn]]:
@@ -114,6 +156,38 @@ def _heads(raw: Any, where: str) -> dict[Any, tuple[Any, LossFn]]:
                 f"(target key, loss); got {type(loss).__name__}. Example: {example}."
             )
         out[key] = (target_key, loss)
+    return out
+
+
+def _total_steps(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise SetupError(
+            f"{where}: `total_steps` in the `nncheck` dict must be a positive integer (the optimizer steps of your "
+            f'real run: epochs x batches per epoch), e.g. `nncheck = {{"total_steps": 50_000}}`; got {raw!r}.'
+        )
+    return raw
+
+
+def lookalike_warnings(ns: Mapping[str, Any]) -> list[str]:
+    """A warning for each name of ``ns`` that looks like a contract name nncheck reads (``criterion`` for ``loss``)
+    while that contract name is absent: nncheck ignores it."""
+    out = []
+    for name, meant in LOOKALIKES.items():
+        value = ns.get(name)
+        if name not in ns or meant in ns or isinstance(value, (type(sys), torch.Tensor)):
+            continue
+        if meant in ("loss", "optimizer", "scheduler", "train_step") and not callable(value):
+            continue  # a function is expected: `schedule = [0.1, 0.01]` is something else
+        out.append(
+            f"the setup defines `{name}` but no `{meant}`: nncheck reads only `{meant}` and ignores `{name}`"
+            + {
+                "loss": " (the loss is inferred from the targets instead)",
+                "optimizer": f" (the default Adam(lr={DEFAULT_LR:g}) is used instead)",
+                "scheduler": " (the LR is judged as constant)",
+                "train_step": " (nncheck trains with forward, loss.backward() and optimizer.step())",
+            }.get(meant, "")
+            + f". Rename it, or add `{meant} = {name}`."
+        )
     return out
 
 
@@ -194,6 +268,8 @@ def setup_from_kwargs(
     causal: bool = False,
     path: str = "<api>",
     settings: dict[str, Any] | None = None,
+    scheduler: SchedulerFn | None = None,
+    train_step: TrainStepFn | None = None,
 ) -> Setup:
     """Build a Setup from the objects of the contract (the Python API and the file loader meet here)."""
     where = path
@@ -201,15 +277,34 @@ def setup_from_kwargs(
         raise SetupError(f"{where}: no `model` given. Pass model=<callable returning an nn.Module>.")
     if data is None:
         raise SetupError(f"{where}: no `data` given. Pass data=<callable returning an iterable of batches>.")
-    for name, fn in (("loss", loss), ("optimizer", optimizer), ("forward", forward)):
+    for name, fn in (
+        ("loss", loss),
+        ("optimizer", optimizer),
+        ("forward", forward),
+        ("scheduler", scheduler),
+        ("train_step", train_step),
+    ):
         if fn is not None and not callable(fn):
             raise SetupError(f"{where}: `{name}` must be callable; got {type(fn).__name__}.")
     if isinstance(loss, type) and issubclass(loss, nn.Module):
         raise SetupError(f"{where}: `loss` is the class {loss.__name__}; pass an instance: `loss = {loss.__name__}()`.")
     if settings is not None and not isinstance(settings, dict):
         raise SetupError(f"{where}: `nncheck` must be a dict of settings; got {type(settings).__name__}.")
+    configure = None
+    template = lightning.template_of(model, where)
+    if template is not None:  # a LightningModule: its data module, training_step and configure_optimizers
+        try:
+            lightning.check_automatic(template, where)
+        except lightning.LightningError as e:
+            raise SetupError(str(e)) from None
+        data = lightning.data_factory(data, where)
+        if loss is None and forward is None and train_step is None:
+            loss = lightning.TrainingStepLoss(template, where)
+        if optimizer is None and scheduler is None:
+            configure = lightning.Configure(where, lightning.steps_per_epoch(_data_factory(data, where)))
     settings = dict(settings or {})
     heads = _heads(settings.pop("heads"), where) if "heads" in settings else {}
+    total_steps = _total_steps(settings.pop("total_steps"), where) if "total_steps" in settings else None
     return Setup(
         model=_model_factory(model, where),
         data=_data_factory(data, where),
@@ -220,9 +315,13 @@ def setup_from_kwargs(
         path=path,
         settings=settings,
         custom_forward=forward is not None,
-        custom_optimizer=optimizer is not None,
+        custom_optimizer=optimizer is not None or configure is not None,
         model_is_instance=isinstance(model, nn.Module),
         heads=heads,
+        scheduler=scheduler,
+        total_steps=total_steps,
+        train_step=train_step,
+        configure=configure,
     )
 
 
@@ -311,7 +410,13 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
             f"{path}: defines no {' and no '.join('`' + m + '`' for m in missing)}. A setup file must define "
             f"`model` (a function returning an nn.Module) and `data` (a function returning batches). "
             f"Names found: {shown or 'none'}."
+            + "".join(
+                f" `{name}` looks like `{meant}`: rename it, or add `{meant} = {name}`."
+                for name, meant in LOOKALIKES.items()
+                if meant in missing and name in ns and not isinstance(ns[name], type(sys))
+            )
         )
+    scheduler = ns.get("scheduler")
     setup = setup_from_kwargs(
         model=ns["model"],
         data=ns["data"],
@@ -321,6 +426,16 @@ def load_setup(path: str | os.PathLike[str]) -> Setup:
         causal=ns.get("causal", False),
         path=path,
         settings=ns.get("nncheck"),
+        scheduler=scheduler if callable(scheduler) else None,
+        train_step=ns.get("train_step"),
     )
     setup.grad_off_at_import = grad_off
+    setup.warnings = lookalike_warnings(ns)
+    # a `scheduler` that is no function is not read: a diffusion model's noise scheduler (DDPMScheduler) is silently
+    # left alone, an LR scheduler instance (built on the file's own optimizer) is named
+    if scheduler is not None and not callable(scheduler) and hasattr(scheduler, "optimizer"):
+        setup.warnings.append(
+            f"`scheduler` is a {type(scheduler).__name__} instance, not a function of the optimizer: nncheck ignores "
+            "it. Give a factory: `def scheduler(optimizer): return ...` (stepped once per batch)."
+        )
     return setup

@@ -107,6 +107,7 @@ class Trace:
     optimizer_state: torch.optim.Optimizer | None = None
     _params0: dict[str, torch.Tensor] = field(default_factory=dict)
     _rngs: RngStates | None = None
+    _scalers: list[dict[str, Any]] = field(default_factory=list)  # the states of a custom train step's GradScalers
 
     @property
     def steps(self) -> int:
@@ -245,6 +246,7 @@ def start(ctx: Context, model: nn.Module | None = None) -> Trace:
         _checkpoint(ctx, trace)
         trace._params0 = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         trace._rngs = RngStates.capture()
+        trace._scalers = ctx.scaler_states() if ctx.setup.train_step is not None else []
     return trace
 
 
@@ -259,10 +261,124 @@ def extend(ctx: Context, trace: Trace, steps: int) -> None:
     groups = module_params(model)
     with preserved_global_state():
         trace._rngs.restore()
+        if trace._scalers:
+            ctx.load_scaler_states(trace._scalers)
         while trace.steps < steps and not trace.stopped:
             ctx.check_time()
             _step(ctx, trace, model, opt, params, names, groups)
         trace._rngs = RngStates.capture()
+        if trace._scalers:
+            trace._scalers = ctx.scaler_states()
+
+
+class _NonFiniteGradient(Exception):
+    """Raised by the optimizer's step pre-hook to stop a user's train step whose gradients are not finite."""
+
+
+def _record_grads(
+    trace: Trace,
+    k: int,
+    model: nn.Module,
+    params: list[nn.Parameter],
+    names: dict[int, str],
+    groups: Any,
+    skipped: bool = False,
+) -> bool:
+    """Record which parameters have a gradient (non-zero, finite) at step ``k``; True when one is not finite. A
+    ``skipped`` step (a GradScaler found inf and did not step: its scaled gradients may be inf by design) records
+    which parameters got a gradient only."""
+    with_grad = [p for p in params if p.grad is not None]
+    if with_grad:
+        norms = torch.stack(torch._foreach_norm([p.grad.detach().float() for p in with_grad], ord=math.inf)).tolist()
+        for p, n in zip(with_grad, norms):
+            name = names[id(p)]
+            trace.first_grad.setdefault(name, k)
+            if n != 0:
+                trace.first_nonzero.setdefault(name, k)
+            if not math.isfinite(n) and not skipped:
+                trace.first_nonfinite.setdefault(name, k)
+    if k < MODULE_TABLE_STEPS and len(trace.module_grads) == k:
+        trace.module_grads.append(module_grads(model, groups))
+    return any(names[id(p)] in trace.first_nonfinite for p in with_grad)
+
+
+def _custom_step(
+    ctx: Context,
+    trace: Trace,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    names: dict[int, str],
+    groups: dict[str, list[tuple[str, nn.Parameter]]],
+) -> None:
+    """One call of the setup's ``train_step``: the gradients are recorded by a pre-hook of ``optimizer.step()`` (after
+    any clipping or unscaling), which stops a step whose gradients are not finite. Each call counts as one update,
+    also when the user's step skipped ``optimizer.step()`` (a GradScaler that found inf: ``train-step`` judges it)."""
+    k = trace.updates
+    b = k % len(trace.batches)
+    rng = _rng_state(ctx.device)
+    order: list[str] = []
+    bad: list[bool] = []
+    stepped: list[bool] = []
+
+    def pre_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        stepped.append(True)
+        if _record_grads(trace, k, model, params, names, groups):
+            bad.append(True)
+            raise _NonFiniteGradient
+
+    def record(mod: nn.Module, inp: Any, out: Any, name: str) -> None:
+        if name not in order:
+            order.append(name)
+
+    handle = opt.register_step_pre_hook(pre_step)
+    try:
+        if k == 0:
+            with forward_hooks([(n, m) for n, m in model.named_modules() if _has_own_params(m)], record):
+                value = ctx.user_train_step(model, opt, trace.batches[b])
+            trace.module_order = order
+        else:
+            value = ctx.user_train_step(model, opt, trace.batches[b])
+    except _NonFiniteGradient:
+        trace.event = Event("gradient", k, b, rng, math.nan)
+        return
+    finally:
+        handle.remove()
+    if not math.isfinite(value):
+        trace.event = Event("loss", k, b, rng, value)
+        return
+    if not stepped:  # no optimizer.step() (a GradScaler skipped it): which parameters got a gradient
+        _record_grads(trace, k, model, params, names, groups, skipped=True)
+    trace.losses.append(value)
+    trace.updates += 1
+    _after_update(trace, model, params, groups, k, value)
+    if trace.event is None and trace.updates % CHECKPOINT_EVERY == 0:
+        _checkpoint(ctx, trace)
+
+
+def _after_update(
+    trace: Trace,
+    model: nn.Module,
+    params: list[nn.Parameter],
+    groups: dict[str, list[tuple[str, nn.Parameter]]],
+    k: int,
+    value: float,
+) -> None:
+    """Record what the update of step ``k`` changed (or the first non-finite parameter it left)."""
+    if not _all_finite(params):
+        bad = next(n for n, p in model.named_parameters() if not _all_finite([p]))
+        trace.event = Event("update", k, k % len(trace.batches), None, value, bad)
+        return
+    for n, p in model.named_parameters():
+        if n in trace._params0 and n not in trace.first_changed and not torch.equal(p.detach(), trace._params0[n]):
+            trace.first_changed[n] = k
+    if k == 0:
+        for m, ps in groups.items():
+            before = [trace._params0[n] for n, _ in ps if n in trace._params0]
+            upd = _norm([p.detach() - trace._params0[n] for n, p in ps if n in trace._params0])
+            norm = _norm(before)
+            trace.update_ratios[m or "<model>"] = upd / norm if norm > 0 else math.inf if upd > 0 else 0.0
+    trace.fingerprints.append(fingerprint(model))
 
 
 def _step(
@@ -274,6 +390,9 @@ def _step(
     names: dict[int, str],
     groups: dict[str, list[tuple[str, nn.Parameter]]],
 ) -> None:
+    if ctx.setup.train_step is not None:
+        _custom_step(ctx, trace, model, opt, params, names, groups)
+        return
     k = trace.updates
     b = k % len(trace.batches)
     batch: Batch = trace.batches[b]

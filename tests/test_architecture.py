@@ -18,9 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nncheck"
 LAYERS: list[set[str]] = [
     {"nncheck._version", "nncheck.tensors", "nncheck.files", "nncheck.state"},
     {"nncheck.deadline", "nncheck._catalog_data"},
-    {"nncheck.report", "nncheck.registry"},
+    {"nncheck.report", "nncheck.registry", "nncheck.lightning"},
     {"nncheck.setup", "nncheck.config", "nncheck.render", "nncheck.render.*", "nncheck._catalog"},
-    {"nncheck.losses", "nncheck.modelgraph"},
+    {"nncheck.losses", "nncheck.modelgraph", "nncheck.schedule"},
     {"nncheck.trace"},
     {"nncheck.context"},
     {"nncheck.kit"},

@@ -104,6 +104,21 @@ def test_shuffled_loaders_pass(n_classes, batch, seed):
     assert r.status.value == "pass", r.message
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("classes", "per_class", "batch"), [(10, 16, 32), (8, 8, 16), (12, 20, 40)])
+def test_batches_of_two_classes_out_of_many_warn_and_shuffled_ones_pass(classes, per_class, batch, seed):
+    # class-sorted data whose classes are smaller than a batch: every batch holds two classes, none a single one
+    x, _ = xy(n=classes * per_class, seed=seed)
+    y = torch.arange(classes).repeat_interleave(per_class)
+    r = check(mlp(n_out=classes), DataLoader(TensorDataset(x, y), batch_size=batch), seed=seed)
+    assert r.status.value == "warn", r.message
+    assert "hold 2 classes each" in r.message and f"the data holds {classes}" in r.message
+    assert "shuffle=True" in r.hint and r.measured["classes_per_batch"][0] == 2
+    r = check(mlp(n_out=classes), DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True), seed=seed)
+    assert r.status.value == "pass", r.message
+    assert r.measured["classes_per_batch"][0] > 2
+
+
 def test_imbalance_is_a_note_with_a_distribution_plot():
     x, _ = xy()
     y = torch.zeros(256, dtype=torch.long)

@@ -56,6 +56,40 @@ def test_input_ignoring_model_stops_early_with_identical_losses():
     assert f"run `nncheck run {path} --only activations,gradient-flow`" in r.hint, r.hint
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_train_step_that_blanks_its_inputs_fails_in_the_fast_budget(seed):
+    # the blank copy steps with the setup's train_step too, and runs its first steps although the losses at init
+    # (nncheck's forward of the real batch) differ: the step zeroes the inputs before the model
+    path = next(p for p in broken_files(PID) if p.name == "ts_input_keep_drop_swapped.py")
+    r = run_file(path, seed=seed, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail", r.message
+    assert r.measured["identical_losses"] is True and r.measured["steps"] == 5
+
+
+def _zeroing_step(model, batch, optimizer):
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = nn.functional.mse_loss(model(x * 0), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+@pytest.mark.parametrize(("step", "want"), [(None, "pass"), (_zeroing_step, "fail")])
+def test_a_single_batch_side_by_side_run_uses_the_train_step(step, want):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    report = nncheck.check(
+        model=lambda: nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)),
+        data=[(x, x.sum(1, keepdim=True))],
+        optimizer=lambda p: torch.optim.Adam(p, lr=1e-2),
+        train_step=step,
+        only=[PID],
+        budget="full",
+    )
+    assert report[PID].status.value == want, report[PID].message
+
+
 # ---------------------------------------------------------------------------------------------- API paths
 def _dict_data():
     g = torch.Generator().manual_seed(0)

@@ -3,6 +3,8 @@ verdicts on every seed are tests/test_corpus.py's)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers import SEEDS, broken_files, rel, run_file
@@ -117,3 +119,37 @@ def test_divergence_hint_reruns_learning_rate_with_this_run_s_options():
     r = run_file(CHECKS / "numerics_diverging_sgd.py", seed=1, budget="fast", only=[PROBE]).result(PROBE)
     assert r.status.value == "fail" and r.measured["stage"] in ("output", "loss", "gradient")
     assert "--only learning-rate --seed 1 --budget fast" in r.hint, r.hint
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_nan_only_under_the_train_steps_autocast_names_the_op(seed):
+    # the trace's step runs under float16 autocast; nncheck's float32 replay is finite: replayed under the step's dtype
+    path = Path(__file__).parent.parent / "checks" / "ts_amp_scaler_skips.py"
+    r = run_file(path, seed=seed, budget="fast", only=["numerics"]).result("numerics")
+    assert r.status.value == "fail"
+    assert "`Tensor.matmul`" in r.message and "under your train_step's autocast(float16)" in r.message, r.message
+    assert r.measured["autocast"] == "float16" and "--only train-step" in r.hint
+
+
+def test_a_nan_made_by_the_train_step_itself_points_to_the_train_step_probe():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+
+    def step(model, batch, opt):  # a loss scale that overflows float32, no autocast
+        xb, yb = batch
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(xb), yb) * 1e38 * 1e38
+        loss.backward()
+        opt.step()
+        return loss
+
+    report = nncheck.check(
+        model=lambda: nn.Linear(4, 1),
+        data=[(x[:32], x[:32, :1]), (x[32:], x[32:, :1])],
+        train_step=step,
+        only=["numerics"],
+    )
+    r = report["numerics"]
+    assert r.status.value == "fail"
+    assert "in your train_step;" in r.message and "float32 forward and backward" in r.message, r.message
+    assert "only=['train-step']" in r.hint

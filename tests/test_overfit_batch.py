@@ -50,12 +50,35 @@ def test_correct_setups_plot_every_step_of_their_run(path):
     assert len(r.series["loss"]["curves"]["your optimizer"]["y"]) == r.measured["steps"] + 1
 
 
-@pytest.mark.parametrize("path", broken_files(PID), ids=rel)
+@pytest.mark.parametrize("path", [f for f in broken_files(PID) if not f.name.startswith("ts_")], ids=rel)
 def test_broken_setups_fail_with_a_hint_and_both_curves(path):
     r = result(path, 0, "full")
     assert r.status.value == "fail", f"{rel(path)}: {r.message}"
     assert r.hint and r.measured["final_ratio"] > 0.15
     assert len(r.series["loss"]["curves"]) == 2  # the user's optimizer and the Adam retry
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_train_step_clipping_far_below_the_norm_is_slow_and_named(seed):
+    # both runs step with the setup's train_step: SGD through a clip at 0.002 crawls, Adam (scale-free) memorises
+    r = result(CHECKS["ts_clip_far_below_norm.py"], seed)
+    assert r.status.value == "warn" and "in your train_step" in r.message, r.message
+    assert r.measured["retry_stopped"] == "memorised" and r.measured["final_ratio"] > 0.5
+    assert "clipping" in r.hint and "train-step" in r.hint
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_train_step_whose_loss_is_nan_under_autocast_is_the_suspect(seed):
+    r = result(CHECKS["ts_amp_scaler_skips.py"], seed)
+    assert r.status.value == "fail" and r.measured["stopped"] == "diverged", r.message
+    assert math.isfinite(r.measured["initial_loss"])  # nncheck's float32 forward of the batch is finite
+    assert "your train_step returned a nan loss at step " in r.hint and "--only train-step" in r.hint
+
+
+@pytest.mark.parametrize("path", [p for p in correct_files() if p.name.startswith("ts_")], ids=rel)
+def test_a_correct_train_step_memorises_through_the_step(path):
+    r = result(path, 0)
+    assert r.status.value == "pass" and "in your train_step" in r.message, r.message
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -328,3 +328,41 @@ def test_a_failing_report_in_a_real_browser(tmp_path: Path):
     red = int(((r > 180) & (g < 70) & (b < 80)).sum())  # the NOT OK badge, the FAIL block's border
     blue = int(((abs(r - 0x1F) < 25) & (abs(g - 0x77) < 25) & (abs(b - 0xB4) < 25)).sum())  # a curve of the plot
     assert red > 500 and blue > 200, (red, blue)
+
+
+# ---------------------------------------------------------------------------------------------- image grids
+def test_image_grid_series_is_drawn_as_mosaics():
+    pytest.importorskip("matplotlib")
+    import torch
+
+    from nncheck.kit import MAX_IMAGES, image_grid
+    from nncheck.render import render
+    from nncheck.render.html_format import mosaic
+
+    rgb = image_grid("filters", {"at init": torch.randn(70, 3, 5, 5), "after": torch.randn(70, 3, 5, 5)}, caption="c")
+    assert rgb["kind"] == "images" and rgb["panels"]["at init"]["count"] == 70
+    imgs = np.asarray(rgb["panels"]["at init"]["images"])
+    assert imgs.shape == (MAX_IMAGES, 5, 5, 3) and imgs.min() == 0.0 and imgs.max() == 1.0  # each filter scaled
+    grey = image_grid("g", {"w": torch.randn(5, 1, 3, 3)})
+    assert np.asarray(grey["panels"]["w"]["images"]).shape == (5, 3, 3)
+    assert mosaic(grey["panels"]["w"]["images"]).shape == (2 * 4 + 1, 3 * 4 + 1)  # 3 columns, 2 rows, 1-pixel gaps
+    sr = SetupReport("s.py", [Result(Status.PASS, "ok", series={"filters": rgb, "grey": grey}, id="x")])
+    tree = parse(render(Report([sr]), "html"))
+    assert len(tree.find("img")) == 2
+    assert "could not draw" not in render(Report([sr]), "html")
+
+
+def test_overfit_batch_shows_the_first_conv_layers_filters_in_the_html_report():
+    pytest.importorskip("matplotlib")
+    from helpers import run_file
+
+    from nncheck.render import render
+
+    root = Path(__file__).resolve().parent.parent
+    sr = run_file(root / "checks" / "lr_adam_too_high.py", budget="fast", only=["overfit-batch"])
+    spec = sr.result("overfit-batch").series["first_layer_filters"]
+    assert next(iter(spec["panels"])) == "at init" and any(k.startswith("after ") for k in spec["panels"])
+    text = render(Report([sr]), "html")
+    assert "data-series='first_layer_filters'" in text and "First-layer filters (model[0])" in text
+    mlp = run_file(MLP, budget="fast", only=["overfit-batch"]).result("overfit-batch")
+    assert "first_layer_filters" not in mlp.series  # an MLP has no image filters

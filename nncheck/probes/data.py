@@ -106,6 +106,24 @@ class Params:
             "class, where shuffled data gives 3.4%)."
         ),
     )
+    few_classes: float = param(
+        2.0,
+        source=(
+            'Issue 12 / Karpathy\'s recipe ("become one with the data"): a batch holding one or two classes while '
+            "the data holds many is a class-sorted or bucketed loader; the median batch of the cached batches holds "
+            "at most this many classes. Measured, seeds 0-2: checks/data_two_classes_per_batch.py 2 in every batch."
+        ),
+    )
+    class_spread: float = param(
+        0.5,
+        source=(
+            "...and at most this share of the classes a shuffled batch of the same size would hold (the expected "
+            "count of distinct classes under the data's label prior, sum_c 1 - (1 - p_c)^B). Measured, seeds 0-2: "
+            "checks/data_two_classes_per_batch.py 0.21 (2 of 9.7 classes); the 22 correct setups of checks/, "
+            "checks/real/ and examples/ with class targets >= 0.99 (examples/imbalanced.py: 2-3 of 2.53, where "
+            "the median alone would flag it); no other broken setup of checks/ below 0.9."
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -865,6 +883,8 @@ def data(ctx: Context, p: Params) -> Result:
         {max_scan_s} seconds (it says where it stopped), and the first {input_batches} batches on the device:
         - class targets (cross-entropy): every label in [0, C) where C is the output width (labels 1..C: off by
           one), the class distribution, and whether most batches hold a single class while the data holds many;
+          the classes in each cached batch against those a shuffled batch of that size would hold (one or two
+          classes per batch out of many: a class-sorted loader, a bucketed or per-class sampler);
         - NaN / inf values in targets and inputs;
         - float inputs: raw 8-bit pixels (integers in [0, 255]), or a feature/channel with a large |mean| or std;
           integer inputs (tokens, indices) are not judged for scale;
@@ -893,8 +913,9 @@ def data(ctx: Context, p: Params) -> Result:
         {no_shift_fail}.
         warn: raw pixels; a feature's |mean| or std > {scale_warn}; every feature's |mean| and std <
         {tiny_std_warn}; a constant batch, or a share of duplicated samples in a batch > {dup_warn}; a last
-        batch of 1 sample with BatchNorm. note: class imbalance above 10x (the last-layer-bias probe judges the
-        bias).
+        batch of 1 sample with BatchNorm; the median cached batch holds <= {few_classes} classes and the mean
+        is <= {class_spread} of a shuffled batch's. note: class imbalance above 10x (the last-layer-bias probe
+        judges the bias).
 
     How to fix:
         `y = y - 1` for 1-based labels; `DataLoader(..., shuffle=True, drop_last=True)`;
@@ -905,4 +926,51 @@ def data(ctx: Context, p: Params) -> Result:
         labels must be in [0, 5); the labels look 1-based (off by one): subtract 1".
     """
     m = measure(ctx, p)
-    return judge(m, p).result(passed_message(m))
+    f = judge(m, p)
+    few_classes_per_batch(ctx, m, p, f)
+    return f.result(passed_message(m))
+
+
+def few_classes_per_batch(ctx: Context, m: Measurement, p: Params, f: Findings) -> None:
+    """Warn when the cached batches hold one or two classes each while the data holds many (an unshuffled or
+    class-sorted loader, a bucketed / class-pair sampler), with classes per batch against a shuffled batch's. Not
+    repeated when most batches hold a single class (judge fails that); class targets of the default forward only."""
+    s = m.scan
+    if s.counts is None or m.custom_forward or not m.num_classes or classes_present(s) < 3:
+        return
+    chance = m.single_class_chance
+    if chance is not None and chance < SINGLE_CLASS_EXPECTED and s.single_class_fraction >= p.single_class_frac:
+        return
+    prior = s.counts.double() / s.counts.sum()
+    per_batch: list[int] = []
+    expected: list[float] = []
+    for b in ctx.batches(MAX_CACHED_BATCHES):
+        y = ctx.target_of(b)
+        if not isinstance(y, torch.Tensor) or y.dim() != 1 or not is_class_target(y):
+            return
+        y = y[(y >= 0) & (y != m.ignore_index)].cpu()
+        if y.numel() < 2:
+            continue
+        per_batch.append(int(y.unique().numel()))
+        expected.append(float((1 - (1 - prior) ** y.numel()).sum()))
+    if len(per_batch) < 2:
+        return
+    median = sorted(per_batch)[(len(per_batch) - 1) // 2]
+    seen, shuffled = sum(per_batch) / len(per_batch), sum(expected) / len(expected)
+    f.measured["classes_per_batch"] = per_batch
+    f.measured["classes_per_shuffled_batch"] = round(shuffled, 2)
+    if median <= p.few_classes and seen <= p.class_spread * shuffled:
+        f.expected["classes_per_batch"] = f"> {p.few_classes:g}, near {shuffled:.1f} (a shuffled batch)"
+        f.warn(
+            f"the first {len(per_batch)} batches hold {_span(per_batch)} classes each (mean {seen:.1f}) while the "
+            f"data holds {classes_present(s)} and a shuffled batch of this size would hold {shuffled:.1f}: the "
+            "loader is not shuffled across classes (sorted by class, or a bucketed / per-class sampler)",
+            "Shuffle the samples of every class together: `DataLoader(dataset, batch_size=..., shuffle=True)` or "
+            "a shuffled sampler (`RandomSampler`, a `WeightedRandomSampler` for balance); a bucketed or per-class "
+            "batch sampler should mix many classes into each batch. Each step otherwise pulls the model toward the "
+            "batch's one or two classes.",
+        )
+
+
+def _span(xs: list[int]) -> str:
+    return f"{min(xs)}" if min(xs) == max(xs) else f"{min(xs)}-{max(xs)}"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,18 +67,46 @@ def split_batches(ctx: Context, n_train: int) -> tuple[list[Batch], Batch | None
 
 
 # ---------------------------------------------------------------------------------------------- one step
+def uses_train_step(ctx: Context) -> bool:
+    """The blank copy steps with the setup's ``train_step``: there is one, and the default forward keeps the targets
+    out of the blanked inputs (with a custom forward the whole batch is blanked: the copy keeps nncheck's step, whose
+    loss takes the targets of the real batch)."""
+    return ctx.setup.train_step is not None and not ctx.setup.custom_forward
+
+
+@contextlib.contextmanager
+def own_scalers(ctx: Context, states: list[Any]) -> Iterator[None]:
+    """Run a copy's ``train_step`` with its own GradScaler states (``states``: empty for a fresh run; updated in
+    place), the user's GradScalers put back afterwards (another copy may be mid-run with them)."""
+    saved = ctx.scaler_states()
+    ctx.load_scaler_states(list(states) or None)
+    try:
+        yield
+    finally:
+        states[:] = ctx.scaler_states()
+        ctx.load_scaler_states(saved)
+
+
 def step_pair(
     ctx: Context,
     models: tuple[nn.Module, nn.Module],
     opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
     batch: Batch,
     blank_batch: Batch,
+    scalers: tuple[list[Any], list[Any]] | None = None,
 ) -> tuple[float, float]:
     """One training step of the real-input copy A and the blank-input copy B on the same batch. B's loss uses
     the targets of the unperturbed batch (a custom forward may build targets from the inputs, e.g. a language
-    model's shifted tokens: blanking them too would change the task)."""
+    model's shifted tokens: blanking them too would change the task). With the setup's ``train_step`` (and the
+    default forward, whose blanked batch keeps its targets) each copy steps with it, its GradScalers in the states
+    of ``scalers`` (A's, B's; updated in place)."""
     losses = []
     target: Any = None
+    if uses_train_step(ctx):
+        for model, opt, b, states in zip(models, opts, (batch, blank_batch), scalers or ([], [])):
+            with own_scalers(ctx, states):
+                losses.append(ctx.user_train_step(model, opt, b))
+        return losses[0], losses[1]
     for model, opt, b in zip(models, opts, (batch, blank_batch)):
         opt.zero_grad(set_to_none=True)
         out, y = ctx.forward(model, b)
@@ -159,9 +188,10 @@ def train_pair(
     run.g0_train = rel_gap(run.l0_real, run.l0_blank)
     run.g0_held = rel_gap(*eval_pair(ctx, models, held)) if held is not None else math.nan
     n = len(train)
+    scalers: tuple[list[Any], list[Any]] = ([], [])
     for i in range(steps):
         ctx.check_time()
-        a, b = step_pair(ctx, models, opts, train[i % n], blanks[i % n])
+        a, b = step_pair(ctx, models, opts, train[i % n], blanks[i % n], scalers)
         run.la.append(a)
         run.lb.append(b)
         if not math.isfinite(a):
@@ -295,6 +325,7 @@ class BlankArm:
             ctx.seed_all()
             self.opt = ctx.optimizer(self.model)
             self.rngs = RngStates.capture()
+        self.scalers: list[Any] = []  # the GradScaler states of this copy's run of the setup's train_step
         self.batches = [ctx.map_inputs(b, blank) for b in trace.batches]
         self.targets = _targets(ctx, [*trace.batches, trace.heldout])
         self.heldout = ctx.map_inputs(trace.heldout, blank)
@@ -319,12 +350,16 @@ class BlankArm:
             while len(self.losses) < steps:
                 ctx.check_time()
                 i = len(self.losses) % len(self.batches)
-                self.opt.zero_grad(set_to_none=True)
-                out, _ = ctx.forward(self.model, self.batches[i])
-                loss = ctx.loss(out, self.targets[i])
-                loss.backward()
-                self.opt.step()
-                self.losses.append(float(loss.detach()))
+                if uses_train_step(ctx):
+                    with own_scalers(ctx, self.scalers):
+                        self.losses.append(ctx.user_train_step(self.model, self.opt, self.batches[i]))
+                else:
+                    self.opt.zero_grad(set_to_none=True)
+                    out, _ = ctx.forward(self.model, self.batches[i])
+                    loss = ctx.loss(out, self.targets[i])
+                    loss.backward()
+                    self.opt.step()
+                    self.losses.append(float(loss.detach()))
                 if len(self.losses) % CHECKPOINT_EVERY == 0:
                     self.heldout_losses[len(self.losses)] = self.evaluate(ctx, [(self.heldout, self.targets[-1])])[0]
             self.rngs = RngStates.capture()
@@ -349,8 +384,9 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
     run.g0_held = rel_gap(held0, b.heldout_losses[0]) if held0 is not None else math.nan
     steps = max(p.steps, CHECKPOINT_EVERY)
     # identical losses need identical losses at init (same weights, same targets, dropout off): when the copies
-    # already differ there, the input reaches the output and B's first steps are not needed for that check
-    same_at_init = identical(trace.init_losses, b.init)
+    # already differ there, the input reaches the output and B's first steps are not needed for that check. The
+    # setup's train_step may change its inputs before the model (masking, augmentation): B always runs those steps
+    same_at_init = identical(trace.init_losses, b.init) or uses_train_step(ctx)
     for done in range(CHECKPOINT_EVERY, steps + 1, CHECKPOINT_EVERY):
         cp = ctx.trace_checkpoint(done)
         run.la = trace.losses_within(done)
@@ -755,7 +791,10 @@ def input_independent(ctx: Context, p: Params) -> Result:
         positive with held-out clearly negative (warn, not before step 60). Before warning, the verdict is
         confirmed by a second run on every cached batch but the held-out one for {confirm_steps} steps: it
         warns only if the held-out advantage is still below `heldout_advantage` (a correct model generalises with
-        more data; a transformer's held-out loss may dip while it first fits 3 batches).
+        more data; a transformer's held-out loss may dip while it first fits 3 batches). With a `train_step` in
+        the setup (and the default forward), both copies step with it, each with its own GradScaler states, and
+        B always takes its first 5 steps: the step may change its inputs before the model (masking,
+        augmentation), so equal losses at init are not needed for the identical-losses check.
 
     Why is this bad?
         B can only learn the best constant prediction. If A does no better, the model ignores its input: the

@@ -704,9 +704,10 @@ def learning_rate(ctx: Context, p: Params) -> Result:
 
     What it does:
         (a) A confirm run: the first {confirm_steps} steps of the shared training trace (your optimizer at your own
-        LR, `param_groups[0]["lr"]`, from a fresh copy, cycling the first 4 batches); the loss on those batches
-        (dropout off) before and after. (b) An LR range test (L. Smith 2015, as fastai / torch-lr-finder do) on
-        another fresh copy with your optimizer's class and hyperparameters: the LR grows exponentially from
+        LR, `param_groups[0]["lr"]`, or the peak of your `scheduler`'s curve when there is one, from a fresh copy,
+        cycling the first 4 batches); the loss on those batches (dropout off) before and after. (b) An LR range
+        test (L. Smith 2015, as fastai / torch-lr-finder do) on another fresh copy with your optimizer's class
+        and hyperparameters: the LR grows exponentially from
         {sweep_start} to {sweep_end} over at most {sweep_steps} steps; each loss minus its batch's loss at init is
         smoothed (EMA {smoothing}, bias-corrected) and the sweep stops when it rises {diverge_rise} x S above its
         minimum, S = max(the drop the sweep achieved, the spread of the per-batch init losses): shift-invariant, so
@@ -757,4 +758,8 @@ def learning_rate(ctx: Context, p: Params) -> Result:
         return not_an_lr_problem(ctx, lrs[0], optimizer, str(e))
     if wants_larger_lr(m, p):
         try_larger_lrs(ctx, batches, m, p)
-    return judge(m, p, ctx.rerun("numerics")).result(passed_message(m, p))
+    f = judge(m, p, ctx.rerun("numerics"))
+    curve = ctx.lr_curve()
+    if curve is not None and ctx.peak_lrs() is not None:
+        f.note(f"the LR judged is the peak of your {curve.kind} schedule; its first step's LR is {curve.lrs[0][0]:.3g}")
+    return f.result(passed_message(m, p))

@@ -19,6 +19,7 @@ from nncheck.probes._locate import (
     locate,
     nonfinite_counts,
     param_path,
+    set_rng_state,
 )
 from nncheck.report import failed, passed
 from nncheck.setup import Batch
@@ -263,7 +264,10 @@ def numerics(ctx: Context, p: Params) -> Result:
         At the first non-finite value it replays that step under a torch function mode that checks every op
         (forward pre/post hooks name the module running it; node hooks watch the backward): it reports the first
         op that turned finite inputs into NaN / inf, its module (qualified name), the line of your code and the
-        step.
+        step. With a `train_step` in the setup, a value that the float32 replay does not reproduce is replayed
+        under the autocast dtype your step runs the model in (seen by one call of the step on a copy): the op
+        that overflows only in float16 is named; otherwise the step itself (a loss scale, clipping) is, with
+        the train-step probe to run.
 
     Why is this bad?
         One NaN poisons every weight it reaches in the next update; afterwards the loss reads `nan` and training
@@ -303,4 +307,78 @@ def numerics(ctx: Context, p: Params) -> Result:
     assert trace.model is not None
     replay = copy.deepcopy(trace.model)  # the model as the failing step found it (the trace stopped there)
     replay.zero_grad(set_to_none=True)
-    return located_failure(watched, locate(ctx, replay, trace.batches[e.batch], e.rng), ctx.rerun("learning-rate"))
+    found = locate(ctx, replay, trace.batches[e.batch], e.rng)
+    if ctx.setup.train_step is not None and not _isolated(found, e.stage):
+        return in_train_step(ctx, trace, watched, found)
+    return located_failure(watched, found, ctx.rerun("learning-rate"))
+
+
+def _isolated(found: Located, stage: str) -> bool:
+    return found.forward is not None or (stage == "gradient" and found.backward is not None)
+
+
+def step_autocast(ctx: Context, model: nn.Module, batch: Batch, rng: Any) -> torch.dtype | None:
+    """The autocast dtype the setup's train_step runs the model's forward under (one call on a copy), or None."""
+    seen: list[torch.dtype] = []
+    kind = ctx.device.type
+
+    def pre(mod: nn.Module, args: Any) -> None:
+        if not seen and torch.is_autocast_enabled(kind):
+            seen.append(torch.get_autocast_dtype(kind))
+
+    copy_ = copy.deepcopy(model)
+    opt = torch.optim.SGD([p for p in copy_.parameters() if p.requires_grad] or [nn.Parameter(torch.zeros(1))], lr=0.0)
+    handle = copy_.register_forward_pre_hook(pre)
+    scalers = ctx.scaler_states()
+    try:
+        if rng is not None:
+            set_rng_state(rng, ctx.device)
+        ctx.user_train_step(copy_, opt, batch)
+    except Exception:  # the step may raise on non-finite values itself: what it ran under is recorded already
+        pass
+    finally:
+        handle.remove()
+        ctx.load_scaler_states(scalers)
+    return seen[0] if seen else None
+
+
+def in_train_step(ctx: Context, trace: Trace, t: Watched, plain: Located) -> Result:
+    """A non-finite value in the setup's train_step that nncheck's own float32 forward / backward of the same batch
+    and weights does not reproduce: replayed under the step's autocast dtype when it has one (the op that overflows
+    in low precision); else the step itself (a loss scale, clipping) is named, and the train-step probe."""
+    assert t.event is not None and trace.model is not None
+    e = t.event
+    batch = trace.batches[e.batch]
+    dtype = step_autocast(ctx, trace.model, batch, e.rng)
+    where = f"`{ctx.rerun('train-step')}`"
+    if dtype is not None:
+        replay = copy.deepcopy(trace.model)
+        replay.zero_grad(set_to_none=True)
+        with torch.autocast(ctx.device.type, dtype=dtype):
+            found = locate(ctx, replay, batch, e.rng)
+        name = str(dtype).replace("torch.", "")
+        if _isolated(found, e.stage):
+            r = located_failure(t, found, ctx.rerun("learning-rate"))
+            r.message = f"{r.message} (under your train_step's autocast({name}); finite in float32)"
+            r.measured["autocast"] = name
+            r.hint = (
+                f"{r.hint} It overflows only in {name}: compute that op in float32 (`with torch.autocast(device, "
+                f"enabled=False):`), scale it down, or autocast to bfloat16; {where} checks the rest of the step."
+            )
+            return r
+    amp = f" under autocast({str(dtype).replace('torch.', '')})" if dtype is not None else ""
+    return failed(
+        f"non-finite {e.stage} {_when(e.step, t.lr)} in your train_step{amp}; nncheck's float32 forward and backward "
+        "of the same batch and weights stay finite: the step itself makes it (its autocast dtype, a loss scale, "
+        "clipping or its own loss)",
+        measured={
+            "step": e.step,
+            "stage": e.stage,
+            "lr": t.lr,
+            "losses": t.losses,
+            "float32_finite": not (plain.output_bad or plain.loss_bad or plain.grads_bad),
+        },
+        expected={"nonfinite_values": 0},
+        hint=f"Run {where}: it watches each call of your step (autocast dtype, GradScaler skips, clipping, gradients "
+        "at optimizer.step()). Under float16, compute the overflowing op in float32 or autocast to bfloat16.",
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, line_plot, param, probe
+from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, image_grid, line_plot, param, probe
 from nncheck.losses import is_nll, log_prob_dim, unwrap_loss
 
 # A run stalls when, over the last STALL_WINDOW steps, its best loss improved by less than `stall_tol` of the
@@ -142,6 +142,7 @@ class Run:
     steps: int | None = None  # optimizer steps taken when the goal was first reached; None: never
     accuracy: float | None = None  # classification: last measured fraction of samples classified correctly
     stopped: str = "max_steps"  # why it ended: "memorised", "stalled", "diverged" or "max_steps"
+    step_loss: float | None = None  # the setup's train_step returned this non-finite loss on a finite loss
 
     @property
     def diverged(self) -> bool:
@@ -182,6 +183,9 @@ class Measurement:
     retry_lr: float = 0.0
     retry: Run | None = None  # Adam at retry_lr, trained when your optimizer does not memorise
     suspects: list[str] = field(default_factory=list)  # what looks wrong, when neither run memorises
+    # the first layer's filters (a Conv2d on 1 or 3 channels): at init, after your run, after the retry
+    filters: dict[str, torch.Tensor] = field(default_factory=dict)
+    first_layer: str = ""
 
     def share(self, loss: float) -> float:
         """``loss`` as a share of the initial loss, both above the floor."""
@@ -220,11 +224,19 @@ def measure(ctx: Context, p: Params) -> Measurement:
     ce = m.floor + max(p.ce_loss_ratio, loose) * gap if ctx.loss_kind == "ce" else None
     m.goal = Goal(m.floor + max(p.loss_ratio, loose) * gap, ce)
 
+    conv = _first_conv(model)
+    if conv is not None:
+        m.first_layer = code_path(conv[0], model)
+        m.filters["at init"] = conv[1].weight.detach().clone()
     user_opt = ctx.optimizer(model)
     m.custom_optimizer = ctx.setup.custom_optimizer
     desc = _describe_optimizer(user_opt)
     m.user_desc = desc if m.custom_optimizer else f"nncheck's default {desc}"
+    if ctx.setup.train_step is not None:
+        m.user_desc += " in your train_step"
     m.user = _memorise(ctx, "your optimizer", model, user_opt, batch, m.goal, p)
+    if conv is not None:
+        m.filters[f"after {len(m.user.losses) - 1} steps (yours)"] = conv[1].weight.detach().clone()
     if m.user.ok:
         return m
 
@@ -232,10 +244,35 @@ def measure(ctx: Context, p: Params) -> Measurement:
     m.default_like = not m.custom_optimizer or _is_fallback(user_opt, p.fallback_lr)
     m.retry_lr = float(p.default_retry_lr if m.default_like else p.fallback_lr)
     model = ctx.fresh_model(train=True, dropout=False)
+    if ctx.setup.train_step is not None:
+        ctx.load_scaler_states()  # the retry is a new run of your train_step: its GradScalers start afresh
     m.retry = _memorise(ctx, m.retry_name, model, torch.optim.Adam(model.parameters(), lr=m.retry_lr), batch, m.goal, p)
+    retry_conv = _first_conv(model)
+    if conv is not None and retry_conv is not None:
+        m.filters[f"after {len(m.retry.losses) - 1} steps ({m.retry_name})"] = retry_conv[1].weight.detach().clone()
     if not m.retry.ok:
         m.suspects = _suspects(ctx, model, batch, out0, y0)
+        if m.user.step_loss is not None:
+            m.suspects.insert(
+                0,
+                STEP_NOT_FINITE.format(
+                    loss=m.user.step_loss,
+                    step=len(m.user.losses) - 1,
+                    ok=m.user.losses[-2],
+                    rerun=ctx.rerun("train-step"),
+                ),
+            )
     return m
+
+
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The model's first layer (the first module with parameters of its own, in definition order) when it is a
+    Conv2d reading 1 or 3 channels (grey or RGB images, whose filters can be drawn); else None."""
+    for name, mod in model.named_modules():
+        if any(True for _ in mod.parameters(recurse=False)):
+            ok = isinstance(mod, nn.Conv2d) and mod.in_channels in (1, 3) and mod.groups == 1
+            return (name, mod) if ok else None
+    return None
 
 
 def _floor(ctx: Context, known: float | None, out0: Any, y0: Any, l_init: float, l_zero: float, n: int) -> float:
@@ -389,16 +426,20 @@ def _memorise(
 ) -> Run:
     """Train on one batch for at most `max_steps` steps; before each step check the goal on the forward that step
     needs anyway (no extra forward pass; the accuracy is computed only when the loss is low enough). Stops as soon
-    as the goal is reached, the loss stops being finite, or the loss stalls."""
+    as the goal is reached, the loss stops being finite, or the loss stalls. With the setup's ``train_step`` each
+    step is that function, and the goal is checked on a forward without gradient before it (its own loss may be
+    scaled, accumulated or computed under autocast); a step whose own loss is not finite ends the run as diverged."""
     run = Run(name)
     best: list[float] = []
     out: Any = None
     y: Any = None
+    custom = ctx.setup.train_step is not None
     for step in range(p.max_steps + 1):
         ctx.check_time()
         opt.zero_grad(set_to_none=True)
-        out, y = ctx.forward(model, batch)
-        loss = ctx.loss(out, y)
+        with torch.set_grad_enabled(not custom):
+            out, y = ctx.forward(model, batch)
+            loss = ctx.loss(out, y)
         value = float(loss.detach())
         run.losses.append(value)
         if not math.isfinite(value):
@@ -413,6 +454,14 @@ def _memorise(
         if _stalled(best, step, run.losses[0], p.stall_tol):
             run.stopped = "stalled"
             break
+        if custom:
+            own = ctx.user_train_step(model, opt, batch)
+            if not math.isfinite(own):  # the step's own loss (autocast, a scaled loss) is not finite
+                run.losses.append(own)
+                run.step_loss = own
+                run.stopped = "diverged"
+                break
+            continue
         loss.backward()
         opt.step()
     run.accuracy = _accuracy(ctx, out, y)
@@ -528,6 +577,10 @@ def judge(m: Measurement, p: Params, rerun: Callable[..., str]) -> Findings:
         f.fail(NOT_FINITE.format(n=m.samples, loss=m.initial), NOT_FINITE_HINT.format(rerun=rerun("numerics")))
         return f
     f.measured, f.expected, f.series = _measured(m), _expected(m), {"loss": _plot(m)}
+    if m.filters:
+        f.series["first_layer_filters"] = image_grid(
+            f"First-layer filters ({m.first_layer})", m.filters, caption=FILTERS_CAPTION
+        )
     if user.ok or retry is None:
         return f
     if retry.ok and not m.custom_optimizer:
@@ -579,13 +632,19 @@ SLOW_YOURS = (
     "slow to memorise with {user}: {pct:.0f}% of the initial loss after {steps} steps, still falling; {retry} "
     "memorises in {retry_steps} steps{note}"
 )
-SLOW_YOURS_HINT = "{both}. A higher learning rate fits faster: try {optimizer_line}, or run `{rerun}` to pick one."
+SLOW_YOURS_HINT = (
+    "{both}. A higher learning rate fits faster: try {optimizer_line}, or run `{rerun}` to pick one.{step_note}"
+)
+STEP_NOTE = (
+    " The step is your train_step's (the retry runs it too): gradient clipping or a loss scale in it changes the "
+    "effective step size (the train-step probe reports the clip ratio)."
+)
 YOUR_OPTIMIZER = (
     "memorises with {retry} but not with your optimizer: your LR / optimizer settings are the problem ({both}){note}"
 )
 YOUR_OPTIMIZER_HINT = (
     "The learning rate or settings of {user} look {cause}: it cannot fit {n} samples while {retry} does in "
-    "{retry_steps} steps. Run `{rerun}` to find a working LR, or start from {optimizer_line}."
+    "{retry_steps} steps. Run `{rerun}` to find a working LR, or start from {optimizer_line}.{step_note}"
 )
 SLOW = "slow to memorise: {pct:.0f}% of the initial loss after {steps} steps with {label}, still falling{note}"
 SLOW_HINT = (
@@ -598,12 +657,20 @@ UNKNOWN_FLOOR_HINT = (
     "{warn_pct:.0f}% is not failed. If the loss has a known minimum, subtract it in your loss so that it reaches 0 "
     "when the batch is memorised."
 )
+STEP_NOT_FINITE = (
+    "your train_step returned a {loss} loss at step {step} where nncheck's forward of the same batch gives {ok:.4g}: "
+    "the step itself (autocast, a loss scale) makes it non-finite (see `{rerun}`)"
+)
 BROKEN = "cannot memorise {n} samples {tried}: the model, the loss or the data pipeline is broken{note}"
 BROKEN_HINT = "{both}; a working setup gets below {goal_pct:.0f}% within {max_steps} steps. {suspects}"
 NO_SUSPECTS = (
     "Check what follows the output layer (no softmax before CrossEntropyLoss, no ReLU / sigmoid on a regression "
     "output), that output and target shapes match in the loss, that no `.detach()` cuts the graph, and that the "
     "targets belong to the inputs they come with."
+)
+FILTERS_CAPTION = (
+    "each filter scaled to its own range; trained filters look smooth (edges, colour blobs), noisy ones mean "
+    "too few steps, too high an LR or too little regularisation (cs231n)"
 )
 FLOOR_NOTE = "ratios are taken above the loss's floor {floor:.4g} ({origin})"
 STOCHASTIC_NOTE = (
@@ -631,6 +698,7 @@ def _words(m: Measurement, p: Params | None = None) -> dict[str, Any]:
         "user": m.user_desc,
         "max_steps": m.max_steps,
         "note": _note(m),
+        "step_note": STEP_NOTE if m.user_desc.endswith(" in your train_step") else "",
     }
     if p is not None:
         w["goal_pct"] = 100 * p.loss_ratio
@@ -741,7 +809,12 @@ def overfit_batch(ctx: Context, p: Params) -> Result:
         stalls: over 50 steps its best loss improved by less than a share of the initial loss ({stall_tol}).
         If your optimizer does not get there, a second fresh copy is trained with Adam ({fallback_lr}),
         or with Adam at {default_retry_lr} when your optimizer already is Adam at fallback_lr
-        (nncheck's default when the setup names none). The loss curves of both runs are kept for plots.
+        (nncheck's default when the setup names none). The loss curves of both runs are kept for plots, and,
+        when the model's first layer is a Conv2d on 1 or 3 channels, its filters at init and after each run
+        (an image grid in the HTML report: cs231n's "visualise the first-layer weights", smooth vs noisy).
+        With a `train_step` in the setup, both runs step with it (its clipping, autocast and loss scaling
+        included; its GradScalers start afresh for each run), the goal checked on a forward without gradient
+        before each step; a step whose own loss is not finite ends the run.
 
     Why is this bad?
         Any working network memorises a handful of samples within a few hundred steps (Karpathy's recipe: "overfit one

@@ -22,6 +22,7 @@ import html
 import io
 import math
 import re
+import textwrap
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -318,10 +319,51 @@ def _value_text(v: float, percent: bool) -> str:
     return _tick_text(v)
 
 
+def mosaic(images: list[Any]) -> Any:
+    """Images (N, H, W) or (N, H, W, 3) in [0, 1] tiled into one near-square array with 1-pixel white gaps."""
+    import numpy as np
+
+    arr = np.asarray(images, dtype=float)
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    n, h, w, c = arr.shape
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    out = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c))
+    for i in range(n):
+        r, k = divmod(i, cols)
+        out[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = arr[i]
+    return out[..., 0] if c == 1 else np.clip(out, 0.0, 1.0)
+
+
+def _image_figure(spec: dict[str, Any]) -> Any:
+    """An image grid (``"kind": "images"``): one mosaic per panel, side by side, nearest-neighbour pixels."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    panels = [(str(k), v) for k, v in (spec.get("panels") or {}).items() if isinstance(v, dict) and v.get("images")]
+    if not panels:
+        raise ValueError("an image grid without images")
+    fig = Figure(figsize=(max(FIG_SIZE_IN[0], 3.2 * len(panels)), FIG_SIZE_IN[1]), dpi=FIG_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (name, panel) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        img = mosaic(panel["images"])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        shown, count = len(panel["images"]), panel.get("count", len(panel["images"]))
+        ax.set_title(name + (f" (first {shown} of {count})" if count > shown else ""), fontsize=9)
+        ax.set_axis_off()
+    caption = textwrap.fill(str(spec.get("caption") or ""), width=int(14 * fig.get_figwidth()))
+    fig.suptitle(str(spec.get("title", "")), fontsize=10)
+    if caption:
+        fig.supxlabel(caption, fontsize=8)
+    return fig
+
+
 def figure(spec: dict[str, Any]) -> Any:
     """One plot of the ``Result.series`` convention as a matplotlib Figure (Agg canvas, no pyplot)."""
     Figure, FigureCanvasAgg = _matplotlib()
     spec = jsonable(spec)
+    if spec.get("kind") == "images":
+        return _image_figure(spec)
     fig = Figure(figsize=FIG_SIZE_IN, dpi=FIG_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

@@ -1,0 +1,67 @@
+"""Correct: a tiny decoder-only transformer LM (examples/tiny_lm.py) trained by AdamW with a linear warm-up and a
+cosine decay to 0 over the run (SequentialLR: LinearLR from 1e-3 x the peak over 500 steps, then CosineAnnealingLR).
+
+The first step's LR is 1e-6: learning-rate judges the peak 1e-3 (it would call 1e-6 "too low"); lr-schedule finds the
+warm-up (Vaswani et al. 2017; Liu et al. 2020) and a decay that ends at the end of the run.
+"""
+
+import torch
+from torch import nn
+
+CORRECT = True
+EXPECT: dict[str, str] = {}
+
+VOCAB, SEQ_LEN, D_MODEL, BATCH = 16, 17, 32, 16
+causal = True
+
+
+class TinyLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, D_MODEL)
+        self.pos = nn.Embedding(SEQ_LEN, D_MODEL)
+        layer = nn.TransformerEncoderLayer(
+            D_MODEL, nhead=2, dim_feedforward=4 * D_MODEL, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(D_MODEL)
+        self.head = nn.Linear(D_MODEL, VOCAB)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        h = self.tok(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
+        mask = nn.Transformer.generate_square_subsequent_mask(t, device=input_ids.device)
+        h = self.blocks(h, mask=mask, is_causal=True)
+        return self.head(self.norm(h))  # (B, T, V)
+
+
+def model() -> nn.Module:
+    return TinyLM()
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    n = 16 * BATCH
+    start = torch.randint(0, VOCAB, (n, 1), generator=g)
+    stride = torch.randint(1, 4, (n, 1), generator=g)
+    ids = (start + stride * torch.arange(SEQ_LEN)) % VOCAB
+    return [{"input_ids": ids[i : i + BATCH]} for i in range(0, n, BATCH)]
+
+
+def forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = batch["input_ids"]
+    return model(ids[:, :-1]), ids[:, 1:]
+
+
+def optimizer(params):
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+
+
+TOTAL, WARMUP = 20_000, 500
+nncheck = {"total_steps": TOTAL}
+
+
+def scheduler(opt):
+    lr = torch.optim.lr_scheduler
+    warm = lr.LinearLR(opt, start_factor=1e-3, total_iters=WARMUP)
+    return lr.SequentialLR(opt, [warm, lr.CosineAnnealingLR(opt, T_max=TOTAL - WARMUP)], milestones=[WARMUP])
