@@ -438,21 +438,8 @@ def _step(
         return
     opt.step()
     trace.updates += 1
-    if not _all_finite(params):
-        bad = next(n for n, p in model.named_parameters() if not _all_finite([p]))
-        trace.event = Event("update", k, b, None, value, bad)
-        return
-    for n, p in model.named_parameters():
-        if n in trace._params0 and n not in trace.first_changed and not torch.equal(p.detach(), trace._params0[n]):
-            trace.first_changed[n] = k
-    if k == 0:
-        for m, ps in groups.items():
-            before = [trace._params0[n] for n, _ in ps if n in trace._params0]
-            upd = _norm([p.detach() - trace._params0[n] for n, p in ps if n in trace._params0])
-            norm = _norm(before)
-            trace.update_ratios[m or "<model>"] = upd / norm if norm > 0 else math.inf if upd > 0 else 0.0
-    trace.fingerprints.append(fingerprint(model))
-    if trace.updates % CHECKPOINT_EVERY == 0:
+    _after_update(trace, model, params, groups, k, value)
+    if trace.event is None and trace.updates % CHECKPOINT_EVERY == 0:
         _checkpoint(ctx, trace)
 
 
