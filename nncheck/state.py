@@ -17,11 +17,33 @@ import torch
 
 
 @dataclass
-class GlobalState:
+class RngStates:
+    """Every random generator a training step may draw from (torch CPU and CUDA, numpy, random): captured at one
+    point and put back later, so that a run interrupted there continues exactly as if it had not been."""
+
     torch_rng: torch.Tensor
     cuda_rng: list[torch.Tensor] | None
     numpy_rng: Any
     python_rng: Any
+
+    @classmethod
+    def capture(cls) -> RngStates:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return cls(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.torch_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        np.random.set_state(self.numpy_rng)
+        random.setstate(self.python_rng)
+
+
+@dataclass
+class GlobalState:
+    """Every random generator (``RngStates``) and the global torch flags a setup or a probe may change."""
+
+    rngs: RngStates
     deterministic: bool
     deterministic_warn_only: bool
     cudnn_deterministic: bool
@@ -31,14 +53,8 @@ class GlobalState:
 
     @classmethod
     def capture(cls) -> GlobalState:
-        cuda = None
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            cuda = torch.cuda.get_rng_state_all()
         return cls(
-            torch_rng=torch.get_rng_state(),
-            cuda_rng=cuda,
-            numpy_rng=np.random.get_state(),
-            python_rng=random.getstate(),
+            rngs=RngStates.capture(),
             deterministic=torch.are_deterministic_algorithms_enabled(),
             deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
             cudnn_deterministic=torch.backends.cudnn.deterministic,
@@ -48,11 +64,7 @@ class GlobalState:
         )
 
     def restore(self) -> None:
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        np.random.set_state(self.numpy_rng)
-        random.setstate(self.python_rng)
+        self.rngs.restore()
         torch.use_deterministic_algorithms(self.deterministic, warn_only=self.deterministic_warn_only)
         torch.backends.cudnn.deterministic = self.cudnn_deterministic
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
@@ -79,29 +91,6 @@ def seed_everything(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-@dataclass
-class RngStates:
-    """Every random generator a training step may draw from (torch CPU and CUDA, numpy, random): captured at one
-    point and put back later, so that a run interrupted there continues exactly as if it had not been."""
-
-    torch_rng: torch.Tensor
-    cuda_rng: list[torch.Tensor] | None
-    numpy_rng: Any
-    python_rng: Any
-
-    @classmethod
-    def capture(cls) -> RngStates:
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-        return cls(torch.get_rng_state(), cuda, np.random.get_state(), random.getstate())
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.torch_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        np.random.set_state(self.numpy_rng)
-        random.setstate(self.python_rng)
 
 
 @contextlib.contextmanager

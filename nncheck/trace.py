@@ -421,19 +421,7 @@ def _step(
     trace.losses.append(value)
     if loss.requires_grad:  # else no parameter gets a gradient (gradient-flow reports it)
         loss.backward()
-    with_grad = [p for p in params if p.grad is not None]
-    if with_grad:
-        norms = torch.stack(torch._foreach_norm([p.grad.detach().float() for p in with_grad], ord=math.inf)).tolist()
-        for p, n in zip(with_grad, norms):
-            name = names[id(p)]
-            trace.first_grad.setdefault(name, k)
-            if n != 0:
-                trace.first_nonzero.setdefault(name, k)
-            if not math.isfinite(n):
-                trace.first_nonfinite.setdefault(name, k)
-    if k < MODULE_TABLE_STEPS:
-        trace.module_grads.append(module_grads(model, groups))
-    if any(names[id(p)] in trace.first_nonfinite for p in with_grad):
+    if _record_grads(trace, k, model, params, names, groups):
         trace.event = Event("gradient", k, b, rng, value)
         return
     opt.step()
