@@ -173,6 +173,9 @@ class Measurement:
     max_steps: int
     initial: float  # the loss at init (not finite: nothing else was measured)
     floor: float = 0.0  # the lowest loss reachable on the batch (known, or estimated by a fit)
+    # cross-entropy / BCE whose loss at init is below that of all-zero logits (an output bias set to the class prior):
+    # the all-zero output's loss, which the shares are taken of instead (see `reference`); else None
+    uninformed: float | None = None
     floor_known: bool = True
     stochastic: bool = False  # two forwards of the same batch differ (sampling in forward, functional dropout)
     goal: Goal = Goal(0.0)
@@ -187,9 +190,15 @@ class Measurement:
     filters: dict[str, torch.Tensor] = field(default_factory=dict)
     first_layer: str = ""
 
+    @property
+    def reference(self) -> float:
+        """The loss the shares are taken of: the initial loss, or the all-zero output's when that is higher for
+        cross-entropy / BCE (``uninformed``)."""
+        return self.initial if self.uninformed is None else self.uninformed
+
     def share(self, loss: float) -> float:
-        """``loss`` as a share of the initial loss, both above the floor."""
-        return (loss - self.floor) / (self.initial - self.floor)
+        """``loss`` as a share of the reference loss (the initial loss), both above the floor."""
+        return (loss - self.floor) / (self.reference - self.floor)
 
     @property
     def lenient(self) -> bool:
@@ -217,7 +226,12 @@ def measure(ctx: Context, p: Params) -> Measurement:
     known = _known_floor(ctx, out0, y0)
     m.floor_known = known is not None
     m.floor = _floor(ctx, known, out0, y0, l_init, l_zero, m.samples)
-    gap = l_init - m.floor
+    # a memorised batch is judged against an uninformed start: the goal of a classifier whose output bias holds the
+    # class prior (Karpathy's "init well", what last-layer-bias advises) is the same as with a zero bias, not a
+    # share of its already lower initial loss (which would ask more of the better-initialised model)
+    if ctx.loss_kind in ("ce", "bce") and math.isfinite(l_zero) and l_zero > l_init:
+        m.uninformed = l_zero
+    gap = m.reference - m.floor
     # a random forward cannot reach its floor (the fit of free outputs has no sampling noise): its goal is the share
     # a broken setup never reaches (unknown_floor_warn), not the share of a deterministic memorisation
     loose = p.unknown_floor_warn if m.stochastic else 0.0
@@ -672,6 +686,10 @@ FILTERS_CAPTION = (
     "each filter scaled to its own range; trained filters look smooth (edges, colour blobs), noisy ones mean "
     "too few steps, too high an LR or too little regularisation (cs231n)"
 )
+UNINFORMED_NOTE = (
+    "ratios are taken of {zero:.4g}, the loss of all-zero logits (an uninformed output), above the {initial:.4g} at "
+    "init (an output bias set to the class prior starts lower)"
+)
 FLOOR_NOTE = "ratios are taken above the loss's floor {floor:.4g} ({origin})"
 STOCHASTIC_NOTE = (
     "two train-mode forwards of the same batch with dropout modules off differ: the forward is random "
@@ -725,6 +743,8 @@ def _how(m: Measurement, label: str, run: Run) -> str:
 def _note(m: Measurement) -> str:
     """What qualifies the ratios: a known or estimated floor, a random forward."""
     notes = []
+    if m.uninformed is not None:
+        notes.append(UNINFORMED_NOTE.format(zero=m.uninformed, initial=m.initial))
     if m.floor:
         origin = "known" if m.floor_known else "estimated by fitting the outputs directly"
         notes.append(FLOOR_NOTE.format(floor=m.floor, origin=origin))
@@ -802,7 +822,10 @@ def overfit_batch(ctx: Context, p: Params) -> Result:
         batch statistics), for a bounded number of steps ({max_steps}). It stops as soon as
         the batch is memorised: the loss is below a share of its initial value ({loss_ratio}), or, for
         cross-entropy, every sample (every token of a sequence) is classified correctly and the loss is below a
-        looser share ({ce_loss_ratio}). The shares are taken above the loss's floor: the entropy
+        looser share ({ce_loss_ratio}). For cross-entropy and BCE the share is of the larger of the initial
+        loss and the loss of all-zero logits (an uninformed output): a classifier whose output bias starts at
+        the class prior starts below the latter, and is asked as much as one with a zero bias, not more.
+        The shares are taken above the loss's floor: the entropy
         of smoothed or soft targets (label smoothing, BCE), mean(y - y log y) for PoissonNLLLoss(log_input=True),
         0 for MSE / L1; for other losses (custom functions) the floor is estimated by fitting free outputs to the
         targets. The goal is checked on the forward pass each step makes anyway. A run also stops when it
