@@ -259,6 +259,17 @@ def perturb_samples(ctx: Context, model: nn.Module, batch: Batch, bs: int, idx: 
 
 
 # ---------------------------------------------------------------------------------------------- causal
+def first_sample_trace(ctx: Context, model: nn.Module, batch: Batch) -> Traced | None:
+    """The forward of the batch's first sample alone, for the causal check (it reads sample 0's output and input
+    only, and a leak across samples is the batch check's): each of its backward passes then costs one sample's, not
+    the whole batch's. None when the batch cannot be cut or the forward does not take one sample (the batch's own
+    trace is used then)."""
+    try:
+        return trace(ctx, model, ctx.slice_batch(batch, 1), 1)
+    except Exception:
+        return None
+
+
 def probe_causal(ctx: Context, tr: Traced, tol: float, n_pos: int) -> dict[str, Any]:
     """Output position t of sample 0 must have zero gradient on input positions > t (time = dim 1)."""
     out = tr.main if tr.main is not None else tr.output
@@ -414,7 +425,7 @@ def measure(ctx: Context, p: Params) -> Measurement:
     elif tr is None:
         causal = {"checked": False, "why": "no gradient reaches the inputs"}
     else:
-        causal = probe_causal(ctx, tr, p.tol, p.positions)
+        causal = probe_causal(ctx, first_sample_trace(ctx, model, batch) or tr, p.tol, p.positions)
     mask = padding_mask(ctx, batch, bs)
     if mask is None:
         padding = {"checked": False, "why": f"no `{PADDING_MASK_KEY}` with padding among the inputs"}
@@ -424,6 +435,7 @@ def measure(ctx: Context, p: Params) -> Measurement:
         padding = probe_padding(tr, mask, idx, p.tol)
     leaves = [name for name, _ in tr.leaves] if tr else []
     outputs = [name for name, _ in tr.outputs] if tr else []
+    eval_out = tr.output.detach() if tr is not None else None
     del tr
     m = Measurement(bs, idx, model, ev, leaves, ctx.setup.causal, causal, stuck, padding, outputs)
     m.batch_stats = [
@@ -435,6 +447,15 @@ def measure(ctx: Context, p: Params) -> Measurement:
         # a module that zeroes its whole output (every ReLU unit dead, an embedding fed only padding) explains it
         m.blocker = next(iter(find_blockers(ctx, ctx.fresh_model(train=False), batch)), None)
         return m
+    if eval_out is not None and not stuck and not any(isinstance(mod, BATCHNORM_TYPES) for mod in model.modules()):
+        # (BatchNorm normalises with batch statistics in train mode: measured below) a train-mode forward (dropout
+        # modules off) that gives the eval-mode outputs bit for bit computes the same
+        # function of the batch here (no batch statistics, no `if self.training:` branch that changes anything):
+        # its dependencies are the ones just measured, so no second set of backward passes
+        twin = without_dropout(ctx.fresh_model(train=True))
+        if torch.equal(_output(ctx, twin, batch), eval_out):
+            m.train_model, m.train = twin, {**ev, "same_outputs_as_eval": True}
+            return m
     m.train_model = ctx.fresh_model(train=True)
     if ev["method"] == "perturbation":
         without_dropout(m.train_model)
@@ -653,9 +674,13 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
         inputs, the output of the first nn.Embedding / nn.EmbeddingBag is (a forward hook). For a few samples i
         ({samples}: first, middle, last) it takes the gradient of (output[i] * r).sum() (r a fixed random
         vector: a plain sum has no gradient through softmax outputs) on every leaf. First in eval mode (no
-        BatchNorm batch statistics, no dropout), then in train mode. When the setup declares `causal = True`,
-        it also checks in eval mode that output position t of a sample has zero gradient on its input
-        positions > t ({positions}, evenly spaced; reported in measured["causal"]). When the batch's inputs
+        BatchNorm batch statistics, no dropout), then in train mode, unless a train-mode forward with dropout
+        modules off gives the eval-mode outputs bit for bit (the same function of the batch: no batch
+        statistics, no branch on `self.training` that changes anything; measured["train"] then says
+        `same_outputs_as_eval`). When the setup declares `causal = True`,
+        it also checks in eval mode that output position t of the first sample has zero gradient on its input
+        positions > t ({positions}, evenly spaced; reported in measured["causal"]), on a forward of that sample
+        alone (one sample's backward per position) when the batch can be cut. When the batch's inputs
         hold an `attention_mask` with padding (Hugging Face convention: 1 = token, 0 = padding), the outputs of a
         padded sample's real tokens (its whole output when it has no time axis) must have zero gradient on its
         padded positions (a mask not passed to the model, or inverted, fails). On a leak, gradients on
