@@ -9,10 +9,11 @@ Tensor trees live in ``nncheck.tensors``, losses in ``nncheck.losses``, the modu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -27,11 +28,14 @@ from nncheck.tensors import batch_change, first_tensor, get_path, iter_tensors, 
 
 # Number of batches the context reads from `data` at most (probes use the first few).
 MAX_CACHED_BATCHES = 8
-# Steps timed to estimate one training step, after warm-up steps. The step time is the fastest of them: another
-# process can only slow a step down, so the minimum is the estimate a busy machine disturbs least (the runner times
-# two more steps after the battery and keeps the fastest of all).
-STEP_TIMING_WARMUP = 1
-STEP_TIMING_STEPS = 3
+# Steps timed by ``measure_step_time`` (no warm-up: the first step of a fresh copy errs on the slow side). The runner
+# does not call it before the probes: its wall-clock backstops start from the preflight's first forward / FORWARD_SHARE
+# (also a first call: slow side, a longer backstop), and every full-batch training step the probes run is timed
+# (``timed_step``: the shared trace, the LR runs, determinism's second run): the step time is the fastest of them.
+# Another process can only slow a step down, so the minimum of many steps interleaved with the battery's other work
+# is the estimate a busy machine disturbs least, and it costs no extra step.
+STEP_TIMING_WARMUP = 0
+STEP_TIMING_STEPS = 1
 # Cost accounting, in training steps of the user's batch (forward + backward + optimizer step = 1): a backward pass
 # costs about twice a forward (Kaplan et al. 2020, "Scaling Laws for Neural Language Models", section 2.1: ~2N
 # FLOPs per token forward, ~4N backward), so a forward counts 1/3 and a backward 2/3; a pass over part of a batch
@@ -76,6 +80,8 @@ class Context:
         self.loss_kind = "custom"
         self.loss_inferred = False
         self.step_time_s: float | None = None
+        self.step_times: list[float] = []  # wall time of every full-batch training step timed (``timed_step``)
+        self.first_forward_s: float | None = None  # the preflight's forward of the first batch (no gradient)
         # the first batch's labels do not fit the output (out of range, 1-based): the data probe's fail, found by the
         # preflight, which then stops short of the loss (the runner skips the other probes with a pointer)
         self.data_problem: str | None = None
@@ -450,16 +456,31 @@ class Context:
         return None
 
     # ------------------------------------------------------------------ training
+    @contextlib.contextmanager
+    def timed_step(self, batch: Batch) -> Iterator[None]:
+        """Time the training step run inside (on ``batch``) into ``step_times`` when it is a step on a whole batch
+        (a step on a few samples says nothing about one step) and it does not raise."""
+        if self._sample_share(batch) < 1.0:
+            yield
+            return
+        self.sync()
+        t0 = time.perf_counter()
+        yield
+        self.sync()
+        self.step_times.append(time.perf_counter() - t0)
+        self.step_time_s = max(min(self.step_times), 1e-6)
+
     def train_step(self, model: nn.Module, opt: torch.optim.Optimizer, batch: Batch) -> float:
-        """One forward + backward + optimizer step (the setup's ``train_step`` when it has one); returns the loss
-        before the step."""
-        if self.setup.train_step is not None:
-            return self.user_train_step(model, opt, batch)
-        opt.zero_grad(set_to_none=True)
-        loss = self.batch_loss(model, batch)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+        """One forward + backward + optimizer step (the setup's ``train_step`` when it has one), timed
+        (``timed_step``); returns the loss before the step."""
+        with self.timed_step(batch):
+            if self.setup.train_step is not None:
+                return self.user_train_step(model, opt, batch)
+            opt.zero_grad(set_to_none=True)
+            loss = self.batch_loss(model, batch)
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
 
     def scalers(self) -> list[Any]:
         """The enabled GradScalers the setup's ``train_step`` can reach (its module's globals, its closure, its
@@ -550,8 +571,12 @@ class Context:
                     "Yield tensors (a DataLoader does this), or define `forward(model, batch)`."
                 )
         try:
+            self.sync()
+            t0 = time.perf_counter()
             with torch.no_grad():
                 out, y = self.forward(model, batch)
+            self.sync()
+            self.first_forward_s = time.perf_counter() - t0
         except SetupError:
             raise
         except Exception as e:
@@ -680,19 +705,17 @@ class Context:
 
     def measure_step_time(self, warmup: int = STEP_TIMING_WARMUP, steps: int = STEP_TIMING_STEPS) -> float:
         """Wall time of one training step (forward + backward + optimizer step) on the first batch: the fastest of
-        ``steps`` timed steps after ``warmup`` untimed ones (load only ever slows a step down)."""
+        ``steps`` timed steps after ``warmup`` untimed ones, and of the steps timed before (load only ever slows a
+        step down)."""
         model = self.fresh_model()
         opt = self.optimizer(model)
         batch = self.batch()
-        samples: list[float] = []
+        before = len(self.step_times)
         try:
             for i in range(warmup + steps):
-                self.sync()
-                t0 = time.perf_counter()
                 self.train_step(model, opt, batch)
-                self.sync()
-                if i >= warmup:
-                    samples.append(time.perf_counter() - t0)
+                if i < warmup:  # untimed
+                    del self.step_times[before:]
         except SetupError:
             raise
         except Exception as e:
@@ -703,7 +726,7 @@ class Context:
         finally:
             if self.setup.train_step is not None:  # the user's GradScalers as they were
                 self.load_scaler_states()
-        return max(min(samples), 1e-6)
+        return max(min(self.step_times), 1e-6)
 
     # ------------------------------------------------------------------ classification helpers
     def num_classes(self, output: Any) -> int | None:

@@ -206,8 +206,8 @@ class SetupReport:
     results: list[Result] = field(default_factory=list)
     duration_s: float = 0.0
     step_time_s: float | None = None  # one training step: the smaller of the two measurements below
-    step_time_start_s: float | None = None  # measured before the probes (preflight)
-    step_time_end_s: float | None = None  # measured again after them
+    step_time_start_s: float | None = None  # the fastest step of the first half of the steps timed (runner.py)
+    step_time_end_s: float | None = None  # the fastest step of the second half
     steps: float = 0.0  # training-step equivalents run in all (preflight, probes, step timing)
     seed: int = 0
     device: str = "cpu"

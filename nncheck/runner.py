@@ -33,7 +33,7 @@ from typing import Any
 
 from nncheck import setup as setup_module
 from nncheck.config import Config, ConfigError, validate, with_arguments
-from nncheck.context import Context, ProbeSkip, ProbeTimeout
+from nncheck.context import FORWARD_SHARE, Context, ProbeSkip, ProbeTimeout
 from nncheck.deadline import Deadline, DeadlineExceeded, caught, deadline
 from nncheck.registry import Probe, registry
 from nncheck.report import Result, SetupReport, Status, skipped, stop_message
@@ -55,9 +55,11 @@ MIN_BACKSTOP_S = 60.0
 # time is known yet; a model factory may download weights and a DataLoader may start its workers, which takes tens of
 # seconds, not minutes. A phase that reaches it is stopped (exit code 3).
 PREPARE_LIMIT_S = 300.0
-# Step timing re-measured at the end of the battery (after warm-up steps): the step time used for the report is the
-# smaller of the two measurements, both are reported.
-END_TIMING_WARMUP = 0
+# The step time at the start and at the end of the battery: the fastest step timed in the first and in the second half
+# of the full-batch training steps the probes ran (``Context.step_times``); the step time used for the report is the
+# smaller one, both are reported. With fewer than END_TIMING_MIN_STEPS timed steps (a run of static probes only),
+# END_TIMING_STEPS more steps are timed at the end.
+END_TIMING_MIN_STEPS = 2
 END_TIMING_STEPS = 2
 
 Listener = Callable[[str, dict[str, Any]], None]
@@ -357,7 +359,6 @@ class PreparedSetup:
                     if self.problem is None:
                         self._time_steps(ctx)
                 self.ctx = ctx
-                self.report.step_time_s = self.report.step_time_start_s = ctx.step_time_s
             except DeadlineExceeded as e:
                 if not _ours(e, d):
                     raise
@@ -422,17 +423,10 @@ class PreparedSetup:
             return cls.failed(path, cfg, unexpected(path, "the preflight", e))
 
     def _time_steps(self, ctx: Context) -> None:
-        """Time a training step; a step that raises is not a setup error (the first forward worked): the probes run
-        and report where the user's code raises, and a note says the step time is unknown."""
-        try:
-            ctx.step_time_s = ctx.measure_step_time()
-        except SetupError as e:
-            cause = e.__cause__ if e.__cause__ is not None else e
-            where = user_location(cause)
-            self.report.notes.append(
-                f"could not time a training step, so the step-based budgets and backstops use their minimum: "
-                f"{type(cause).__name__}: {cause}{where}"
-            )
+        """The step time the backstops start from, before any step ran: the preflight's forward / FORWARD_SHARE (a
+        first call, slower than later ones: the backstop errs long). The steps the probes run refine it."""
+        if ctx.first_forward_s is not None:
+            ctx.step_time_s = max(ctx.first_forward_s / FORWARD_SHARE, 1e-6)
 
     # ------------------------------------------------------------------ probes
     def run(self, probe_id: str) -> Result:
@@ -478,7 +472,10 @@ class PreparedSetup:
         that the run still fails)."""
         if p.id == problem.owner:
             result = Result(
-                Status.FAIL, problem.message, hint=problem.hint, measured={**problem.measured, "found_by": "preflight"},
+                Status.FAIL,
+                problem.message,
+                hint=problem.hint,
+                measured={**problem.measured, "found_by": "preflight"},
                 expected=problem.expected,
             )
         elif problem.owner in self.selected:
@@ -526,26 +523,33 @@ class PreparedSetup:
         )
 
     def remeasure_step_time(self, listener: Listener = _noop) -> None:
-        """Time a training step again at the end (reported beside the first measurement; the smaller one counts)."""
+        """The step time at the start and at the end of the battery, from the steps it timed (``END_TIMING_*``);
+        the smaller one counts."""
         if self.ctx is None or self.problem is not None:
             return
         t0 = time.perf_counter()
-        limit = self.probe_budget_s()
-        listener("phase", {"path": self.report.path, "phase": "step timing", "limit_s": limit})
-        with preserved_global_state(), cpu_threads(self.cfg.threads):
-            d: Deadline | None = None
-            try:
-                with deadline(limit, "step timing") as d:
-                    end = self.ctx.measure_step_time(END_TIMING_WARMUP, END_TIMING_STEPS)
-            except DeadlineExceeded as e:
-                if not _ours(e, d):
-                    raise
-                self.report.notes.append(f"the final step timing was stopped after {limit:g} s{user_location(e)}")
-                return
-            except SetupError:  # the step worked at the start; a failure now is reported by the probes
-                return
-        self.report.step_time_end_s = end
-        self.report.step_time_s = min(end, self.report.step_time_s or end)
+        if len(self.ctx.step_times) < END_TIMING_MIN_STEPS:
+            limit = self.probe_budget_s()
+            listener("phase", {"path": self.report.path, "phase": "step timing", "limit_s": limit})
+            with preserved_global_state(), cpu_threads(self.cfg.threads):
+                d: Deadline | None = None
+                try:
+                    with deadline(limit, "step timing") as d:
+                        self.ctx.measure_step_time(0, END_TIMING_STEPS)
+                except DeadlineExceeded as e:
+                    if not _ours(e, d):
+                        raise
+                    self.report.notes.append(f"the final step timing was stopped after {limit:g} s{user_location(e)}")
+                    return
+                except SetupError:  # the step worked at the start; a failure now is reported by the probes
+                    return
+        times = self.ctx.step_times
+        if len(times) < 2:
+            return
+        half = (len(times) + 1) // 2
+        self.report.step_time_start_s = max(min(times[:half]), 1e-6)
+        self.report.step_time_end_s = max(min(times[half:]), 1e-6)
+        self.report.step_time_s = min(self.report.step_time_start_s, self.report.step_time_end_s)
         self.report.steps = self.ctx.steps_spent
         self.report.duration_s += time.perf_counter() - t0
 

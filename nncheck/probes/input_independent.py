@@ -17,7 +17,7 @@ from nncheck.losses import SequenceCrossEntropy
 from nncheck.modelgraph import preserved_buffers, without_dropout
 from nncheck.setup import Batch
 from nncheck.state import RngStates, preserved_global_state, preserved_rngs
-from nncheck.tensors import first_tensor, is_float
+from nncheck.tensors import first_tensor, is_float, iter_tensors
 from nncheck.trace import CHECKPOINT_EVERY, Checkpoint, Trace
 
 # Losses of A and B equal to this relative tolerance at every step of the first IDENTICAL_MIN_STEPS: the input has
@@ -41,6 +41,15 @@ MIN_MEMORISATION_STEPS = 60
 # LR-too-low / too-high and vanishing-gradient setups of checks/ stay within 1%; every correct example and every
 # input bug of checks/ moves at least one copy by more than 3%.
 NO_PROGRESS = 0.01
+# Blanked inputs hold one constant per tensor, so every sample of a blanked batch is the same sample. With a
+# per-sample forward the outputs of CHEAP_SAMPLES of them, repeated to the batch size, are the outputs of the whole
+# blanked batch, and the loss against the batch's own targets and its gradient are the same (BatchNorm in train mode
+# included: the statistics of identical samples are those of any two of them; two, not one, because BatchNorm1d
+# needs more than one value per channel). The blank copy B then costs CHEAP_SAMPLES / batch size of a step, so it
+# trains beside the trace from the start. Used only when the losses of the two ways agree to CHEAP_RTOL on every
+# batch at init (float32 sums in another order differ by ~1e-7 relative); else B runs on whole batches.
+CHEAP_SAMPLES = 2
+CHEAP_RTOL = 1e-5
 
 
 # ---------------------------------------------------------------------------------------------- blanking
@@ -282,13 +291,14 @@ def _constant_output(ctx: Context, outs: list[torch.Tensor], ys: list[Any]) -> C
     return None
 
 
-def constant_baseline(ctx: Context, train: list[Batch], held: Batch) -> Baseline | None:
-    """The losses of the best constant prediction fitted on ``train``'s targets (on ``train`` and on ``held``), or
-    None when nncheck does not know it for this loss (its own side-by-side run decides then)."""
-    model = ctx.fresh_model(train=False)
-    with torch.no_grad():
-        pairs = [ctx.forward(model, b) for b in [*train, held]]
-    outs, ys = [o for o, _ in pairs], [y for _, y in pairs]
+def constant_baseline(ctx: Context, trace: Trace) -> Baseline | None:
+    """The losses of the best constant prediction fitted on the targets of the trace's training batches (on them and
+    on its held-out batch), or None when nncheck does not know it for this loss (its own side-by-side run decides
+    then). The outputs' shapes and the targets are those of the trace's step-0 forwards."""
+    if len(trace.init_outputs) != len(trace.batches) + 1 or any(meta is None for meta, _ in trace.init_outputs):
+        return None
+    outs = [torch.zeros(meta[0], dtype=meta[1], device=ctx.device) for meta, _ in trace.init_outputs if meta]
+    ys = [y for _, y in trace.init_outputs]
     const = _constant_output(ctx, outs[:-1], ys[:-1])
     if const is None:
         return None
@@ -327,18 +337,75 @@ class BlankArm:
             self.rngs = RngStates.capture()
         self.scalers: list[Any] = []  # the GradScaler states of this copy's run of the setup's train_step
         self.batches = [ctx.map_inputs(b, blank) for b in trace.batches]
-        self.targets = _targets(ctx, [*trace.batches, trace.heldout])
+        if len(trace.init_outputs) == len(trace.batches) + 1:  # the targets of the trace's step-0 forwards
+            self.targets = [y for _, y in trace.init_outputs]
+        else:
+            self.targets = _targets(ctx, [*trace.batches, trace.heldout])
         self.heldout = ctx.map_inputs(trace.heldout, blank)
         self.losses: list[float] = []
         self.init = self.evaluate(ctx, list(zip(self.batches, self.targets)))
         self.heldout_losses = {0: self.evaluate(ctx, [(self.heldout, self.targets[-1])])[0]}
+        self.exact_steps = 0  # steps B takes on whole batches before the cheap ones (the identical-losses check)
+        self.cheap = self._cheap_agrees(ctx)
 
-    def evaluate(self, ctx: Context, pairs: list[tuple[Batch, Any]]) -> list[float]:
-        """Losses without gradient, dropout off; modes, buffers and random generators put back."""
+    # ------------------------------------------------------------------ the cheap forward (CHEAP_SAMPLES)
+    def _few(self, ctx: Context, batch: Batch) -> Batch | None:
+        """The first CHEAP_SAMPLES samples of a blanked batch whose samples are all the same; None otherwise."""
+        try:
+            n = ctx.batch_size(batch)
+        except ProbeSkip:
+            return None
+        if n <= CHEAP_SAMPLES:
+            return None
+        for t in iter_tensors(ctx.inputs_of(batch)):
+            if t.dim() == 0 or t.shape[0] != n or not torch.equal(t, t[:1].expand_as(t)):
+                return None
+        try:
+            return ctx.slice_batch(batch, CHEAP_SAMPLES)
+        except ProbeSkip:
+            return None
+
+    def _cheap_loss(self, ctx: Context, few: Batch, target: Any) -> torch.Tensor:
+        """The loss of a whole blanked batch from the forward of its first samples: the first output repeated."""
+        out, _ = ctx.forward(self.model, few)
+        n = int(target.shape[0])
+        return ctx.loss(out[:1].expand(n, *out.shape[1:]).contiguous(), target)
+
+    def _cheap_agrees(self, ctx: Context) -> bool:
+        """Every batch (training and held-out) can be cut (``_few``), the output is one tensor per sample, and the
+        cheap losses at init equal those of the whole batches (``CHEAP_RTOL``)."""
+        if uses_train_step(ctx):
+            return False
+        self._small = [self._few(ctx, b) for b in [*self.batches, self.heldout]]
+        if any(f is None for f in self._small) or not all(isinstance(t, torch.Tensor) for t in self.targets):
+            return False
         modes = {m: m.training for m in self.model.modules()}
         try:
             with preserved_rngs(), preserved_buffers(self.model), torch.no_grad():
                 without_dropout(self.model)
+                cheap = []
+                for few, y in zip(self._small, self.targets):
+                    out, _ = ctx.forward(self.model, few)
+                    if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != CHEAP_SAMPLES:
+                        return False
+                    cheap.append(float(ctx.loss(out[:1].expand(int(y.shape[0]), *out.shape[1:]).contiguous(), y)))
+        except Exception:  # a forward or loss that does not take a cut batch: B runs on whole batches
+            return False
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+        full = [*self.init, self.heldout_losses[0]]
+        return all(math.isfinite(a) and abs(a - b) <= CHEAP_RTOL * max(abs(b), 1e-12) for a, b in zip(cheap, full))
+
+    def evaluate(self, ctx: Context, pairs: list[tuple[Batch, Any]], few: list[Batch] | None = None) -> list[float]:
+        """Losses without gradient, dropout off; modes, buffers and random generators put back. With ``few`` (the
+        cut batches of the pairs), from the cheap forward."""
+        modes = {m: m.training for m in self.model.modules()}
+        try:
+            with preserved_rngs(), preserved_buffers(self.model), torch.no_grad():
+                without_dropout(self.model)
+                if few is not None:
+                    return [float(self._cheap_loss(ctx, f, y)) for f, (_, y) in zip(few, pairs)]
                 return [float(ctx.loss(ctx.forward(self.model, b)[0], y)) for b, y in pairs]
         finally:
             for m, mode in modes.items():
@@ -350,18 +417,24 @@ class BlankArm:
             while len(self.losses) < steps:
                 ctx.check_time()
                 i = len(self.losses) % len(self.batches)
+                cheap = self.cheap and len(self.losses) >= self.exact_steps
                 if uses_train_step(ctx):
                     with own_scalers(ctx, self.scalers):
                         self.losses.append(ctx.user_train_step(self.model, self.opt, self.batches[i]))
                 else:
                     self.opt.zero_grad(set_to_none=True)
-                    out, _ = ctx.forward(self.model, self.batches[i])
-                    loss = ctx.loss(out, self.targets[i])
+                    if cheap:
+                        loss = self._cheap_loss(ctx, self._small[i], self.targets[i])
+                    else:
+                        out, _ = ctx.forward(self.model, self.batches[i])
+                        loss = ctx.loss(out, self.targets[i])
                     loss.backward()
                     self.opt.step()
                     self.losses.append(float(loss.detach()))
                 if len(self.losses) % CHECKPOINT_EVERY == 0:
-                    self.heldout_losses[len(self.losses)] = self.evaluate(ctx, [(self.heldout, self.targets[-1])])[0]
+                    held = [(self.heldout, self.targets[-1])]
+                    few = [self._small[-1]] if cheap else None
+                    self.heldout_losses[len(self.losses)] = self.evaluate(ctx, held, few)[0]
             self.rngs = RngStates.capture()
 
 
@@ -375,7 +448,7 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
     if trace.heldout is None:
         return None
     n = len(trace.batches)
-    base = constant_baseline(ctx, trace.batches, trace.heldout)
+    base = constant_baseline(ctx, trace)
     b = BlankArm(ctx, trace)
     run = PairRun()
     run.l0_real, run.l0_blank = _mean(trace.init_losses), _mean(b.init)
@@ -387,6 +460,8 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
     # already differ there, the input reaches the output and B's first steps are not needed for that check. The
     # setup's train_step may change its inputs before the model (masking, augmentation): B always runs those steps
     same_at_init = identical(trace.init_losses, b.init) or uses_train_step(ctx)
+    if same_at_init:  # the identical-losses check compares whole batches, step for step
+        b.exact_steps = IDENTICAL_MIN_STEPS
     for done in range(CHECKPOINT_EVERY, steps + 1, CHECKPOINT_EVERY):
         cp = ctx.trace_checkpoint(done)
         run.la = trace.losses_within(done)
@@ -406,13 +481,14 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
             if base.gap_train >= CLEAR_PASS_TRAIN and base.gap_heldout >= CLEAR_PASS_HELDOUT:
                 run.baseline, run.stop, run.lb = base, "beats the best constant", list(b.losses)
                 return run
-            if done < min(p.baseline_steps, steps):
-                continue  # B waits: A may still beat the constant
-            if done >= steps and not p.decide_at_cap:
+            if done < min(p.baseline_steps, steps) and not b.cheap:
+                continue  # B waits (its steps cost as much as A's): A may still beat the constant
+            if done >= steps and not p.decide_at_cap and not b.cheap:
                 run.lb = list(b.losses)  # the fast budget ends here, undecided: no need for B to catch up
                 return run
-        if not p.decide_at_cap and max(p.min_steps, n) >= steps:
-            # no early stop can come before the cap, which decides nothing (the fast budget): B is not needed
+        if not p.decide_at_cap and (max(p.min_steps, n) > steps or not b.cheap):
+            # the cap decides nothing (the fast budget): B is not needed when no early stop can come by then, or
+            # when its steps cost as much as A's (a clear pass by the cap is then left to the full budget)
             if done >= steps:
                 run.lb = list(b.losses)
                 return run
@@ -420,16 +496,13 @@ def trace_pair(ctx: Context, p: Params) -> PairRun | None:
         b.extend(ctx, done)
         run.lb = b.losses[:done]
         _compare(run, cp, b, done, n)
-        if done >= steps:
-            break
-        if done < max(p.min_steps, n):
-            continue
-        if run.adv_train >= CLEAR_PASS_TRAIN and run.adv_held >= CLEAR_PASS_HELDOUT:
-            run.stop = "clear pass"
-        elif done >= MIN_MEMORISATION_STEPS and run.adv_train >= CLEAR_WARN_TRAIN:
-            if run.adv_held <= CLEAR_WARN_HELDOUT:
-                run.stop = "clear memorisation"
-        if run.stop:
+        if done >= max(p.min_steps, n):
+            if run.adv_train >= CLEAR_PASS_TRAIN and run.adv_held >= CLEAR_PASS_HELDOUT:
+                run.stop = "clear pass"
+            elif done >= MIN_MEMORISATION_STEPS and run.adv_train >= CLEAR_WARN_TRAIN:
+                if run.adv_held <= CLEAR_WARN_HELDOUT:
+                    run.stop = "clear memorisation"
+        if run.stop or done >= steps:
             break
     return run
 
