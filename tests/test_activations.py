@@ -219,8 +219,9 @@ class _PostLN(nn.Module):
     def __init__(self, dim: int = 32, depth: int = 2) -> None:
         super().__init__()
         self.emb = nn.Embedding(50, dim)
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(dim, 2, 64, dropout=0.0, batch_first=True)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, 2, 64, dropout=0.0, batch_first=True) for _ in range(depth)
+        )
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 3))
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):

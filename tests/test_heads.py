@@ -72,8 +72,10 @@ def test_own_loss_is_recognised_as_the_next_token_cross_entropy_of_the_logits():
 
 def test_hugging_face_style_setup_runs_without_forward_or_loss():
     report = nncheck.check(
-        model=OwnLossLM, data=_lm_batches(), causal=True, only=["data", "initial-loss", "last-layer-bias",
-                                                               "batch-isolation", "loss-function"]
+        model=OwnLossLM,
+        data=_lm_batches(),
+        causal=True,
+        only=["data", "initial-loss", "last-layer-bias", "batch-isolation", "loss-function"],
     )
     for r in report.results:
         assert r.status.value in ("pass", "skip"), (r.id, r.message)
@@ -121,7 +123,9 @@ def test_loss_terms_are_heads_with_their_weights():
 
 def test_two_head_model_is_checked_head_by_head():
     report = nncheck.check(
-        model=TwoHead, data=_two_head_data(), loss=_two_head_loss,
+        model=TwoHead,
+        data=_two_head_data(),
+        loss=_two_head_loss,
         only=["initial-loss", "last-layer-bias", "batch-isolation", "loss-function"],
     )
     for r in report.results:
@@ -132,14 +136,16 @@ def test_two_head_model_is_checked_head_by_head():
 
 
 def test_centring_over_the_batch_inside_a_two_head_model_fails_batch_isolation():
-    r = nncheck.check(model=lambda: TwoHead(centred=True), data=_two_head_data(), loss=_two_head_loss,
-                      only=["batch-isolation"])["batch-isolation"]
+    r = nncheck.check(
+        model=lambda: TwoHead(centred=True), data=_two_head_data(), loss=_two_head_loss, only=["batch-isolation"]
+    )["batch-isolation"]
     assert r.status.value == "fail" and "mean(0)" in r.hint
 
 
 def test_multi_task_terms_of_different_orders_warn_with_the_weight_to_use():
-    r = nncheck.check(model=TwoHead, data=_two_head_data(scale=1000.0), loss=_two_head_loss,
-                      only=["loss-function"])["loss-function"]
+    r = nncheck.check(model=TwoHead, data=_two_head_data(scale=1000.0), loss=_two_head_loss, only=["loss-function"])[
+        "loss-function"
+    ]
     ratio = r.measured["loss_term_ratio"]
     assert r.status.value == "warn" and f"differ by {ratio:.3g}x at init" in r.message, r.message
     assert ratio > 100 and "output[1] (mse, weight 0.5)" in r.message, r.measured
@@ -156,8 +162,9 @@ def test_heads_named_in_the_setup_are_judged():
     r = nncheck.check(model=TwoHead, data=_two_head_data(), loss=hand_written, only=["initial-loss"])["initial-loss"]
     assert r.status.value == "skip" and "heads" in r.message
     heads = {"heads": {0: nn.CrossEntropyLoss(), 1: (1, lambda o, t: F.mse_loss(o.squeeze(-1), t))}}
-    r = nncheck.check(model=TwoHead, data=_two_head_data(), loss=hand_written, settings=heads,
-                      only=["initial-loss"])["initial-loss"]
+    r = nncheck.check(model=TwoHead, data=_two_head_data(), loss=hand_written, settings=heads, only=["initial-loss"])[
+        "initial-loss"
+    ]
     assert r.status.value == "pass" and set(r.measured["heads"]) == {"output[0]", "output[1]"}
 
 
