@@ -4,7 +4,7 @@
 import json
 
 DATA = json.loads(r'''{
- "hash": "f4f39fd4cc5905a121a2d46ebdba42a14898a9d13bbd88e729f03a5b8faba68e",
+ "hash": "ab2f31f5f09cc6f7b25b1461933d75827bbdc346a18af3ec29318acf93409b92",
  "probes": [
   {
    "id": "data",

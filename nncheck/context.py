@@ -21,13 +21,22 @@ from torch import nn
 
 from nncheck import lightning, losses, schedule
 from nncheck import trace as training_trace
-from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
+from nncheck.modelgraph import execution_order, output_layer_of, preserved_buffers, without_dropout
 from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
-from nncheck.state import seed_everything
+from nncheck.state import preserved_rngs, seed_everything
 from nncheck.tensors import batch_change, first_tensor, get_path, iter_tensors, map_tensors, path_name
 
 # Number of batches the context reads from `data` at most (probes use the first few).
 MAX_CACHED_BATCHES = 8
+# The model at init on the cached batches (``init_forward``): computed once and read by every probe that needs it
+# (initial-loss, the loss heads, last-layer-bias, data, the shared trace's step-0 losses) instead of a forward each.
+# Each batch's forward runs with the random generators seeded at INIT_SEED_OFFSET + the batch's index (then put
+# back): a forward that samples (a VAE) draws the same noise wherever the output at init is read, and a probe that
+# runs a changed copy (last-layer-bias with the prior in its bias) seeds each batch the same way to pair its losses
+# with these. Outputs and targets are kept while they hold at most INIT_CACHE_BYTES in all (a design choice: the
+# logits of a large vocabulary over a few batches are not kept, and are computed again where they are read).
+INIT_SEED_OFFSET = 20
+INIT_CACHE_BYTES = 64 * 2**20
 # Steps timed by ``measure_step_time`` (no warm-up: the first step of a fresh copy errs on the slow side). The runner
 # does not call it before the probes: its wall-clock backstops start from the preflight's first forward / FORWARD_SHARE
 # (also a first call: slow side, a longer backstop), and every full-batch training step the probes run is timed
@@ -87,6 +96,9 @@ class Context:
         self.data_problem: str | None = None
         self.steps_spent = 0.0  # training-step equivalents run so far (FORWARD_SHARE / BACKWARD_SHARE)
         self._trace: training_trace.Trace | None = None
+        self._init_model: nn.Module | None = None
+        self._init_outputs: dict[int, tuple[Any, Any]] = {}
+        self._init_bytes = 0
         self._reference_batch_size: int | None = None
         self._lr_curve: schedule.LRCurve | None = None
         self._scalers: list[tuple[Any, dict[str, Any]]] | None = None
@@ -314,6 +326,27 @@ class Context:
                     pass
         return out, y
 
+    def init_forward(self, i: int) -> tuple[Any, Any]:
+        """``(output, target)`` of cached batch ``i`` through the model at init, in train mode with dropout modules
+        off, without gradient: computed once and shared (``INIT_SEED_OFFSET``, ``INIT_CACHE_BYTES``). Read it; do
+        not modify it."""
+        hit = self._init_outputs.get(i)
+        if hit is not None:
+            return hit
+        batches = self.batches(i + 1)
+        if i >= len(batches):
+            raise IndexError(f"the data holds {len(batches)} batches, not {i + 1}")
+        if self._init_model is None:
+            self._init_model = self.fresh_model(train=True, dropout=False)
+        with preserved_rngs(), preserved_buffers(self._init_model), torch.no_grad():
+            self.seed_all(INIT_SEED_OFFSET + i)
+            out, y = self.forward(self._init_model, batches[i])
+        size = sum(t.numel() * t.element_size() for t in (*iter_tensors(out), *iter_tensors(y)))
+        if self._init_bytes + size <= INIT_CACHE_BYTES:
+            self._init_outputs[i] = (out, y)
+            self._init_bytes += size
+        return out, y
+
     def _count(self, steps: float) -> None:
         self.steps_spent += steps
 
@@ -394,9 +427,8 @@ class Context:
         return found
 
     def _find_heads(self) -> list[losses.Head]:
-        model = self.fresh_model(train=True, dropout=False)
+        out, y = self.init_forward(0)
         with torch.no_grad():
-            out, y = self.forward(model, self.batch())
             if isinstance(out, torch.Tensor):
                 whole = losses.Head("output", (), None, self.loss_fn, self.loss_kind, value=float(self.loss(out, y)))
                 if self.loss_kind != "custom":

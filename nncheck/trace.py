@@ -106,7 +106,7 @@ class Trace:
     model: nn.Module | None = None  # the trained copy (read it, do not train it)
     optimizer_state: torch.optim.Optimizer | None = None
     # per batch of batches + [heldout] at step 0: the output's shape and dtype (None when the output is not one
-    # tensor) and the targets, from the forwards of the step-0 checkpoint (read them instead of another forward)
+    # tensor) and the targets, from the model at init (``Context.init_forward``); empty without a held-out batch
     init_outputs: list[tuple[tuple[torch.Size, torch.dtype] | None, Any]] = field(default_factory=list)
     _params0: dict[str, torch.Tensor] = field(default_factory=dict)
     _rngs: RngStates | None = None
@@ -154,22 +154,14 @@ def fingerprint(model: nn.Module) -> dict[str, tuple[float, float]]:
     return {k: (s, q) for (k, _), s, q in zip(items, sums, squares)}
 
 
-def eval_losses(ctx: Context, model: nn.Module, batches: list[Any], outputs: list[Any] | None = None) -> list[float]:
+def eval_losses(ctx: Context, model: nn.Module, batches: list[Any]) -> list[float]:
     """The loss of each batch without gradient, dropout modules off, in the model's mode otherwise; the model's
-    buffers (BatchNorm statistics a train-mode forward updates), modes and every random generator are put back.
-    ``outputs``: appended with each batch's (output shape and dtype, or None, targets)."""
+    buffers (BatchNorm statistics a train-mode forward updates), modes and every random generator are put back."""
     modes = {m: m.training for m in model.modules()}
     try:
         with preserved_rngs(), preserved_buffers(model), torch.no_grad():
             without_dropout(model)
-            losses = []
-            for b in batches:
-                out, y = ctx.forward(model, b)
-                losses.append(float(ctx.loss(out, y)))
-                if outputs is not None:
-                    meta = (out.shape, out.dtype) if isinstance(out, torch.Tensor) else None
-                    outputs.append((meta, y.detach() if isinstance(y, torch.Tensor) else y))
-            return losses
+            return [float(ctx.batch_loss(model, b)) for b in batches]
     finally:
         for m, mode in modes.items():
             m.training = mode
@@ -450,8 +442,18 @@ def _checkpoint(ctx: Context, trace: Trace) -> None:
     assert trace.model is not None
     train = trace.updates % TRAIN_EVAL_EVERY == 0
     batches = (trace.batches if train else []) + ([trace.heldout] if trace.heldout is not None else [])
-    outputs = trace.init_outputs if trace.updates == 0 and train and trace.heldout is not None else None
-    losses = eval_losses(ctx, trace.model, batches, outputs) if batches else []
+    if trace.updates == 0:  # the model at init on the cached batches 0.. (the trace's batches, then its held-out one)
+        losses = []
+        with torch.no_grad():
+            for i in range(len(batches)):
+                out, y = ctx.init_forward(i)
+                losses.append(float(ctx.loss(out, y)))
+                meta = (out.shape, out.dtype) if isinstance(out, torch.Tensor) else None
+                trace.init_outputs.append((meta, y))
+        if trace.heldout is None:
+            trace.init_outputs.clear()
+    else:
+        losses = eval_losses(ctx, trace.model, batches) if batches else []
     n = len(trace.batches) if train else 0
     trace.checkpoints[trace.updates] = Checkpoint(
         trace.updates, losses[:n] if train else None, losses[n] if len(losses) > n else None

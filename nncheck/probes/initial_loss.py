@@ -96,12 +96,12 @@ def no_heads_reason(ctx: Context) -> str:
     if isinstance(ctx.loss_fn, ModelOwnLoss):
         return (
             "the model computes its own loss (`output.loss`) and no standard loss of `output.logits` reproduces it: "
-            "name the head in the setup: `nncheck = {\"heads\": {\"logits\": <its loss>}}`"
+            'name the head in the setup: `nncheck = {"heads": {"logits": <its loss>}}`'
         )
     return (
         "the model output is not one tensor and no term of the loss could be matched to one output tensor (a "
         "torch loss function of one output and one target): name the heads in the setup, e.g. "
-        "`nncheck = {\"heads\": {0: nn.CrossEntropyLoss(), 1: nn.MSELoss()}}`"
+        '`nncheck = {"heads": {0: nn.CrossEntropyLoss(), 1: nn.MSELoss()}}`'
     )
 
 
@@ -112,8 +112,7 @@ def measure(ctx: Context, p: Params) -> list[Measurement]:
         raise ProbeSkip(no_heads_reason(ctx))
     batches = ctx.batches(p.batches)
     model = ctx.fresh_model(train=True, dropout=False)
-    with torch.no_grad():
-        runs = [ctx.forward(model, b) for b in batches]
+    runs = [ctx.init_forward(i) for i in range(len(batches))]  # the model at init: read once for every probe
     return [measure_head(ctx, model, batches, runs, h, len(heads)) for h in heads]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncheck.context import INIT_SEED_OFFSET
 from nncheck.kit import Context, Findings, ProbeSkip, Result, code_path, param, probe
 from nncheck.losses import Head, ModelOwnLoss, classes_last
 from nncheck.modelgraph import without_dropout
@@ -27,8 +28,9 @@ PRIOR_SIGNIFICANCE_Z = 3.09
 # MSE: the target mean is a prior worth building in when it is more than this many target stds away from the mean
 # output at init (Karpathy's recipe: "regression with mean 50 -> initialise the final bias to 50").
 MSE_OFFSET_STDS = 1.0
-# Offset from the run's seed at which every loss of this probe is evaluated (see ``_outputs``).
-SAMPLING_SEED_OFFSET = 20
+# Offset from the run's seed at which every loss of this probe is evaluated: batch k seeded as the context seeds
+# cached batch k for the outputs at init (``Context.init_forward``; see ``_outputs``).
+SAMPLING_SEED_OFFSET = INIT_SEED_OFFSET
 # Print the bias literally up to this many values; beyond, the hint gives the line that computes it.
 MAX_LITERAL = 32
 
@@ -235,19 +237,28 @@ def _split(ctx: Context, batches: list[Any]) -> tuple[list[Any], list[Any]]:
 
 
 def _outputs(
-    ctx: Context, model: nn.Module, batches: list[Any], head: Head, bias: torch.Tensor | None = None
+    ctx: Context,
+    model: nn.Module | None,
+    batches: list[Any],
+    head: Head,
+    bias: torch.Tensor | None = None,
+    first: int = 0,
 ) -> tuple[list[torch.Tensor], list[Any], float]:
-    """The head's outputs, targets and mean loss of ``model`` on ``batches`` (no gradient); ``bias``: added to the
-    head's output along its units (the bias a bias-less output layer would have). The random generators start from
-    the same seed at every call (and are put back after): a model or forward that samples (a VAE's
-    reparameterisation, a diffusion step's noise) draws the same noise for the loss at init and with the prior, so
-    that their difference is the bias's and not the sampling's (a summed VAE loss of ~1500 nats moved by 0.4-10
-    nats between two draws, checks/real/conv_vae.py, fast, seeds 0-2)."""
+    """The head's outputs, targets and mean loss of ``model`` on ``batches`` (no gradient); ``model`` None: the model
+    at init, read from the cached batches ``first``.. (``ctx.init_forward``); ``bias``: added to the head's output
+    along its units (the bias a bias-less output layer would have). Batch k's forward runs with the random
+    generators seeded as ``ctx.init_forward`` seeds cached batch ``first + k`` (and put back after): a model or
+    forward that samples (a VAE's reparameterisation, a diffusion step's noise) draws the same noise for the loss
+    at init and with the prior, so that their difference is the bias's and not the sampling's (a summed VAE loss
+    of ~1500 nats moved by 0.4-10 nats between two draws, checks/real/conv_vae.py, fast, seeds 0-2)."""
     outs, ys, total = [], [], 0.0
     with torch.no_grad(), preserved_rngs():
-        ctx.seed_all(SAMPLING_SEED_OFFSET)
-        for b in batches:
-            out, y = ctx.forward(model, b)
+        for k, b in enumerate(batches):
+            if model is None:
+                out, y = ctx.init_forward(first + k)
+            else:
+                ctx.seed_all(SAMPLING_SEED_OFFSET + first + k)
+                out, y = ctx.forward(model, b)
             t, y_t = head.tensor(out), head.target(y)
             if bias is not None:
                 t = add_per_unit(t, bias, head)
@@ -343,8 +354,9 @@ def measure(ctx: Context, p: Params, head: Head) -> Measurement:
     if found is None:
         raise ProbeSkip("the model has no parameterised layer")
     name, layer = found
-    outs, ys, _ = _outputs(ctx, model, est, head)
-    held_outs, held_ys, l_cur = _outputs(ctx, model, held_out, head)
+    cached = len(batches) >= 2  # est and held_out are the cached batches 0.. and half..: read them at init
+    outs, ys, _ = _outputs(ctx, None if cached else model, est, head)
+    held_outs, held_ys, l_cur = _outputs(ctx, None if cached else model, held_out, head, first=len(est))
     if not all(isinstance(y, torch.Tensor) for y in ys + held_ys):
         raise ProbeSkip("the targets are not tensors")
     units = _bias_units(head, layer, outs[0])
@@ -371,7 +383,8 @@ def measure(ctx: Context, p: Params, head: Head) -> Measurement:
     if not isinstance(bias, torch.Tensor):
         tied = _tied_to(model, layer)
         m.has_bias, m.tied = False, None if tied is None else code_path(tied, model)
-        _, _, m.loss_with_prior = _outputs(ctx, model, held_out, head, bias=m.estimated.bias)
+        init = None if cached else model
+        _, _, m.loss_with_prior = _outputs(ctx, init, held_out, head, bias=m.estimated.bias, first=len(est))
     else:
         if bias.numel() != prior.bias.numel():
             raise ProbeSkip(f"the bias of {m.where} has {bias.numel()} values for {prior.bias.numel()} output units")
@@ -380,7 +393,7 @@ def measure(ctx: Context, p: Params, head: Head) -> Measurement:
             new_bias = dict(copy.named_modules())[name].bias
             ideal = m.estimated.bias.to(new_bias.device, new_bias.dtype).reshape(new_bias.shape)
             new_bias.copy_(torch.where(torch.isnan(ideal), new_bias, ideal))  # unseen classes: left as they are
-        _, _, m.loss_with_prior = _outputs(ctx, copy, held_out, head)
+        _, _, m.loss_with_prior = _outputs(ctx, copy, held_out, head, first=len(est))
     m.gain = l_cur - m.loss_with_prior
     if m.gain > (p.warn_gain_mse * l_cur if m.kind == "mse" else p.warn_gain_nats):
         try:  # reported only: a trace that cannot run leaves the verdict as it is
