@@ -15,9 +15,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import nncheck
 from nncheck.context import Context
 from nncheck.probes.determinism import (
+    Params,
     bitwise_equal,
     deterministic_mode_run,
     entropy_sources,
+    measure,
 )
 from nncheck.setup import setup_from_kwargs
 
@@ -189,3 +191,30 @@ def test_nan_equals_nan_at_the_same_positions_whatever_its_bits():
     assert bitwise_equal(a, b)
     assert not bitwise_equal(a, torch.tensor([1.0, 2.0, float("nan")]))
     assert not bitwise_equal(a, torch.tensor([1.0, float("nan"), 3.0000002]))
+
+
+def test_no_deterministic_mode_step_on_the_cpu_when_the_runs_agree(monkeypatch):
+    """On the CPU only `Tensor.put_` lacks a deterministic kernel: when the two training runs agree, no step under
+    torch.use_deterministic_algorithms(True) runs (no op to name)."""
+    calls = []
+    monkeypatch.setattr("nncheck.probes.determinism.deterministic_mode_run", lambda *a, **k: calls.append(a))
+
+    def mlp() -> nn.Module:
+        return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    ctx = Context(setup_from_kwargs(mlp, batches()))
+    ctx.preflight(time_steps=False)
+    ctx.seed_all()
+    m = measure(ctx, Params())
+    assert m.device == "cpu" and m.training.equal and not m.broken
+    assert m.op is None and calls == []
+    monkeypatch.undo()
+    r = nncheck.check(model=mlp, data=batches(), only=[PID]).result(PID)
+    assert r.status.value == "pass" and "nondeterministic_op" not in r.measured, r.measured
+
+
+def test_runs_that_differ_on_the_cpu_still_rerun_under_deterministic_algorithms():
+    path = next(p for p in BROKEN if p.name == "determinism_clock_noise.py")
+    r = run_file(path, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "fail" and r.measured["broken"] == ["training"]
+    assert "nondeterministic_op" in r.measured and r.measured["equal_with_deterministic_algorithms"] is False

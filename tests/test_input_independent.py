@@ -6,11 +6,15 @@ import math
 
 import pytest
 import torch
-from helpers import SEEDS, broken_files, rel, run_file
+from helpers import EXAMPLES, SEEDS, broken_files, rel, run_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import nncheck
-from nncheck.probes.input_independent import advantage, blank, identical, rel_gap
+from nncheck.context import Context
+from nncheck.probes.input_independent import BlankArm, advantage, blank, identical, rel_gap
+from nncheck.setup import load_setup, setup_from_kwargs
 
 PID = "input-independent"
 
@@ -257,3 +261,185 @@ def test_a_fast_learner_passes_early_against_the_best_constant():
     r = run_file("examples/regression.py", budget="full", only=[PID]).result(PID)
     assert r.status.value == "pass" and "best constant" in r.message, r.message
     assert r.measured["heldout_gap_to_constant"] >= 0.03 and r.measured["train_gap_to_constant"] >= 0.05
+
+
+# ---------------------------------------------------------------------------------------------- cheap blank copy
+def _blank_arms(make, data, loss=None, optimizer=None, train_step=None):
+    """The shared trace of a setup and two blank copies mirroring it: the first as the probe builds it, the second
+    forced to whole batches (``cheap = False``)."""
+    setup = setup_from_kwargs(make, data, loss=loss, optimizer=optimizer, train_step=train_step)
+    ctx = Context(setup)
+    ctx.preflight(time_steps=False)
+    trace = ctx.trace(0)
+    cheap = BlankArm(ctx, trace)
+    whole = BlankArm(ctx, trace)
+    whole.cheap = False
+    return ctx, cheap, whole
+
+
+def _mlp_data(batch: int, kind: str, n_in: int = 5, n: int = 4):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        x = torch.randn(batch, n_in, generator=g)
+        y = torch.randint(0, 3, (batch,), generator=g) if kind == "ce" else torch.randn(batch, 2, generator=g)
+        out.append((x, y))
+    return out
+
+
+def _mlp(width: int, batch_norm: bool, layer_norm: bool, act: type[nn.Module], kind: str, n_in: int = 5):
+    def make() -> nn.Module:
+        layers: list[nn.Module] = [nn.Linear(n_in, width)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(act())
+        if layer_norm:
+            layers.append(nn.LayerNorm(width))
+        layers.append(nn.Linear(width, 3 if kind == "ce" else 2))
+        return nn.Sequential(*layers)
+
+    return make
+
+
+def _same_training(cheap: BlankArm, whole: BlankArm, ctx: Context, steps: int = 10) -> None:
+    """Train both copies ``steps`` steps: equal training losses at every step and equal held-out losses at every
+    checkpoint (rtol 1e-4), the cheap copy at under half the cost."""
+    s0 = ctx.steps_spent
+    cheap.extend(ctx, steps)
+    s1 = ctx.steps_spent
+    whole.extend(ctx, steps)
+    s2 = ctx.steps_spent
+    assert cheap.losses == pytest.approx(whole.losses, rel=1e-4)
+    assert sorted(cheap.heldout_losses) == sorted(whole.heldout_losses) == [0, 5, 10]
+    for k, v in whole.heldout_losses.items():
+        assert cheap.heldout_losses[k] == pytest.approx(v, rel=1e-4), k
+    # a cheap step costs CHEAP_SAMPLES / batch of a step (batch >= 8: at most 1/4); measured 1.6-2.7 vs 10.7
+    assert s1 - s0 < 0.5 * (s2 - s1)
+
+
+OPTIMIZERS = {
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+}
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    width=st.integers(1, 16),
+    layer_norm=st.booleans(),
+    act=st.sampled_from([nn.ReLU, nn.Tanh, nn.GELU]),
+    batch=st.integers(8, 32),
+    kind=st.sampled_from(["ce", "mse"]),
+    opt=st.sampled_from(sorted(OPTIMIZERS)),
+)
+def test_a_cheap_blank_copy_trains_as_on_whole_batches(width, layer_norm, act, batch, kind, opt):
+    """Without BatchNorm the forward is per sample: the first output of CHEAP_SAMPLES blanked samples, repeated to the
+    batch size, gives the whole blanked batch's loss and gradient (measured over 768 such MLPs: rel diff <= 6e-7)."""
+    loss = nn.CrossEntropyLoss() if kind == "ce" else nn.MSELoss()
+    make = _mlp(width, False, layer_norm, act, kind)
+    ctx, cheap, whole = _blank_arms(make, _mlp_data(batch, kind), loss=loss, optimizer=OPTIMIZERS[opt])
+    assert cheap.cheap, "a per-sample MLP on constant inputs runs cheap"
+    _same_training(cheap, whole, ctx)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(
+    width=st.integers(4, 16), layer_norm=st.booleans(), batch=st.integers(8, 32), kind=st.sampled_from(["ce", "mse"])
+)
+def test_a_batchnorm_model_never_runs_the_blank_copy_cheap(width, layer_norm, batch, kind):
+    """BatchNorm1d (train mode, CPU) over identical samples outputs normalised rounding noise whose size depends on
+    the batch size (max |out| 1.4e-5 for 2 and 8 rows, 4.3e-5 for 13, 7.5e-5 for 32): the init check at CHEAP_RTOL
+    cannot see it, but a ReLU after it gates on its sign and Adam normalises the noise gradients, so cheap and
+    whole-batch copies drifted apart (up to 39% within 10 steps, e.g. width 4, batch 22, CE, Adam). B runs on whole
+    batches with any BatchNorm."""
+    loss = nn.CrossEntropyLoss() if kind == "ce" else nn.MSELoss()
+    make = _mlp(width, True, layer_norm, nn.ReLU, kind)
+    ctx, cheap, whole = _blank_arms(make, _mlp_data(batch, kind), loss=loss, optimizer=OPTIMIZERS["adam"])
+    assert not cheap.cheap
+    cheap.extend(ctx, 5)
+    whole.extend(ctx, 5)
+    assert cheap.losses == whole.losses
+
+
+def test_a_batchnorm2d_cnn_runs_the_blank_copy_on_whole_batches():
+    ctx = Context(load_setup(str(EXAMPLES / "cnn_bn.py")))
+    ctx.preflight(time_steps=False)
+    trace = ctx.trace(0)
+    assert not BlankArm(ctx, trace).cheap
+
+
+def _ce_step(model, batch, optimizer):
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+class _TupleOut(nn.Module):
+    """Logits and features: the output is not one tensor per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 8), nn.ReLU())
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.head(h), h
+
+
+class _PerPosition(nn.Module):
+    """Adds a term that depends on the sample's position in the batch: the first sample's output is not every
+    sample's, even for identical inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        pos = torch.arange(x.shape[0], dtype=x.dtype).unsqueeze(1)
+        return self.net(x) + pos * torch.tensor([0.05, 0.0, -0.05])
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(make=_mlp(8, False, False, nn.ReLU, "ce"), train_step=_ce_step),
+        dict(make=_TupleOut, loss=lambda out, y: nn.functional.cross_entropy(out[0], y)),
+        dict(make=_PerPosition),
+    ],
+    ids=["train_step", "tuple_output", "batch_position_term"],
+)
+def test_the_blank_copy_runs_whole_batches_when_a_cut_batch_is_not_the_same(case):
+    ctx, arm, whole = _blank_arms(data=_mlp_data(16, "ce"), optimizer=OPTIMIZERS["adam"], **case)
+    assert not arm.cheap
+    arm.extend(ctx, 5)
+    whole.extend(ctx, 5)
+    assert arm.losses == whole.losses  # both whole-batch copies, step for step
+
+
+def test_the_cheap_blank_copy_costs_a_fraction_of_a_step():
+    """examples/gru_classifier.py (batch 32), full budget, only this probe: the probe pays for the shared trace (copy
+    A, 50 steps + its checkpoints: ~59.7 step equivalents) and for copy B: 4.75 (its init forwards 1.42, 50 cheap
+    steps and checkpoints 3.33). Measured: 64.4 steps for a 50-step run; with B forced to whole batches 136.7 (60
+    steps: B then waits for the baseline steps). Two whole-batch copies cost >= 2x the run's steps; 1.5x leaves room
+    for the trace's evaluations."""
+    r = run_file("examples/gru_classifier.py", budget="full", only=[PID]).result(PID)
+    assert r.status.value == "pass", r.message
+    assert "train_loss_blank" in r.measured  # the side-by-side run decided (no early pass against the constant)
+    assert r.steps < 1.5 * r.measured["steps"], (r.steps, r.measured["steps"])
+
+
+def test_the_fast_budget_can_pass_clearly_beside_a_cheap_blank_copy(monkeypatch):
+    """The cheap copy B trains beside the trace from step 0, so a clear pass at the fast budget's 10 steps is possible;
+    with B on whole batches the fast budget leaves a clear pass to the full budget (an inconclusive skip)."""
+    path = "checks/data_classes_shuffled_ok.py"
+    r = run_file(path, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "pass", r.message
+    assert r.measured["stopped_early"] == "clear pass" and r.measured["steps"] == 10
+    assert r.measured["train_advantage"] >= 0.05 and r.measured["heldout_advantage"] >= 0.03
+    monkeypatch.setattr(BlankArm, "_cheap_agrees", lambda self, ctx: False)
+    r = run_file(path, budget="fast", only=[PID]).result(PID)
+    assert r.status.value == "skip" and "inconclusive" in r.message, r.message

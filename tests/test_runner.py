@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -187,3 +188,54 @@ def test_cpu_threads_are_set_for_the_run_and_restored(monkeypatch):
     assert seen == [auto_threads(), 3] and torch.get_num_threads() == before
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     assert auto_threads() == 1  # a 2-core machine: one thread
+
+
+def _count_timing_runs(monkeypatch) -> list[tuple]:
+    """Record the calls of Context.measure_step_time (the timing steps of their own)."""
+    calls: list[tuple] = []
+    original = Context.measure_step_time
+
+    def recording(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Context, "measure_step_time", recording)
+    return calls
+
+
+def test_a_full_run_takes_its_step_time_from_the_probes_steps(monkeypatch):
+    """No timing steps of their own: the step time at the start and at the end are the fastest steps of the first and
+    second half of the whole-batch steps the probes ran (measured: 98.4 steps in all, ~0.5 ms a step)."""
+    calls = _count_timing_runs(monkeypatch)
+    sr = run_setup(load_setup(str(EXAMPLES / "mlp.py")), Config(), {"budget": "full"})
+    assert sr.error is None and calls == []
+    start, end = sr.step_time_start_s, sr.step_time_end_s
+    assert start and end and sr.step_time_s == min(start, end)
+
+
+def test_a_run_of_static_probes_times_two_steps_at_the_end(monkeypatch):
+    """Fewer than two timed steps (the data probe trains nothing): the end timing runs END_TIMING_STEPS = 2 steps
+    without warm-up. Measured: 2.83 steps in all (preflight forward 1/3, data 1/3, 2 timed steps, 1/6 else)."""
+    calls = _count_timing_runs(monkeypatch)
+    sr = run_setup(load_setup(str(EXAMPLES / "mlp.py")), Config(), {"only": ["data"]})
+    assert sr.error is None and calls == [(0, 2)]
+    start, end = sr.step_time_start_s, sr.step_time_end_s
+    assert start and end and sr.step_time_s == min(start, end)
+    assert 2 <= sr.steps < 3.5, sr.steps
+
+
+def test_only_whole_batch_steps_are_timed():
+    ctx = ready_context()
+    model = ctx.fresh_model()
+    opt = ctx.optimizer(model)
+    batch = ctx.batch()
+    assert ctx.step_times == []
+    ctx.train_step(model, opt, ctx.slice_batch(batch, 8))  # half a batch says nothing about one step
+    assert ctx.step_times == []
+    ctx.train_step(model, opt, batch)
+    ctx.train_step(model, opt, batch)
+    assert len(ctx.step_times) == 2 and ctx.step_time_s == max(min(ctx.step_times), 1e-6)
+    with pytest.raises(RuntimeError), ctx.timed_step(batch):  # a step that raises is not timed
+        raise RuntimeError("boom")
+    ctx.train_step(model, opt, ctx.slice_batch(batch, 15))
+    assert len(ctx.step_times) == 2

@@ -687,8 +687,8 @@ FILTERS_CAPTION = (
     "too few steps, too high an LR or too little regularisation (cs231n)"
 )
 UNINFORMED_NOTE = (
-    "ratios are taken of {zero:.4g}, the loss of all-zero logits (an uninformed output), above the {initial:.4g} at "
-    "init (an output bias set to the class prior starts lower)"
+    "ratios are taken of {zero:.4g}, the loss of all-zero logits (an uninformed output), which is above the "
+    "{initial:.4g} at init"
 )
 FLOOR_NOTE = "ratios are taken above the loss's floor {floor:.4g} ({origin})"
 STOCHASTIC_NOTE = (
@@ -767,6 +767,8 @@ def _measured(m: Measurement) -> dict[str, Any]:
     }
     if m.floor:
         measured["loss_floor"] = m.floor
+    if m.uninformed is not None:
+        measured["uninformed_loss"] = m.uninformed
     if not m.floor_known:
         measured["loss_floor_estimated"] = True
     if user.accuracy is not None:
