@@ -29,7 +29,7 @@ Peak memory (RSS) method. Two fresh subprocesses per setup start from the same s
 probe module imported, torch's lazy optimizer imports paid, the setup file imported. Each then resets the kernel's
 peak-RSS counter (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0; elsewhere ``ru_maxrss`` from
 ``resource.getrusage``, whose peak then includes the imports) and reads its baseline RSS. The "step" process runs
-the runner's preflight only (fetch the first batch, build the model, infer the loss, time 7 training steps); the
+the runner's preflight only (fetch the first batch, build the model, infer the loss, run and time 1 training step); the
 "battery" process runs the whole battery (budget full, seed 0). Memory of a step = peak - baseline of the step
 process; memory of the battery = peak - baseline of the battery process; the ratio is the second over the first.
 Both include the same one-time costs of a first forward / backward (kernel workspaces), so the ratio is what the
