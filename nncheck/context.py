@@ -21,7 +21,7 @@ from torch import nn
 
 from nncheck import lightning, losses, schedule
 from nncheck import trace as training_trace
-from nncheck.modelgraph import execution_order, output_layer_of, preserved_buffers, without_dropout
+from nncheck.modelgraph import execution_order, output_layer_of, without_dropout
 from nncheck.setup import LABELS, Batch, Setup, SetupError, is_labelled_dict, user_location
 from nncheck.state import preserved_rngs, seed_everything
 from nncheck.tensors import batch_change, first_tensor, get_path, iter_tensors, map_tensors, path_name
@@ -96,7 +96,6 @@ class Context:
         self.data_problem: str | None = None
         self.steps_spent = 0.0  # training-step equivalents run so far (FORWARD_SHARE / BACKWARD_SHARE)
         self._trace: training_trace.Trace | None = None
-        self._init_model: nn.Module | None = None
         self._init_outputs: dict[int, tuple[Any, Any]] = {}
         self._init_bytes = 0
         self._reference_batch_size: int | None = None
@@ -328,24 +327,23 @@ class Context:
 
     def init_forward(self, i: int) -> tuple[Any, Any]:
         """``(output, target)`` of cached batch ``i`` through the model at init, in train mode with dropout modules
-        off, without gradient: computed once and shared (``INIT_SEED_OFFSET``, ``INIT_CACHE_BYTES``). Read it; do
-        not modify it."""
+        off, without gradient: computed once and shared (``INIT_SEED_OFFSET``, ``INIT_CACHE_BYTES``). Each call
+        returns copies of the tensors (a loss may work in place on its input, e.g. ``out.sigmoid_()``)."""
         hit = self._init_outputs.get(i)
-        if hit is not None:
-            return hit
-        batches = self.batches(i + 1)
-        if i >= len(batches):
-            raise IndexError(f"the data holds {len(batches)} batches, not {i + 1}")
-        if self._init_model is None:
-            self._init_model = self.fresh_model(train=True, dropout=False)
-        with preserved_rngs(), preserved_buffers(self._init_model), torch.no_grad():
-            self.seed_all(INIT_SEED_OFFSET + i)
-            out, y = self.forward(self._init_model, batches[i])
-        size = sum(t.numel() * t.element_size() for t in (*iter_tensors(out), *iter_tensors(y)))
-        if self._init_bytes + size <= INIT_CACHE_BYTES:
-            self._init_outputs[i] = (out, y)
+        if hit is None:
+            batches = self.batches(i + 1)
+            if i >= len(batches):
+                raise IndexError(f"the data holds {len(batches)} batches, not {i + 1}")
+            model = self.fresh_model(train=True, dropout=False)
+            with preserved_rngs(), torch.no_grad():
+                self.seed_all(INIT_SEED_OFFSET + i)
+                hit = self.forward(model, batches[i])
+            size = sum(t.numel() * t.element_size() for t in iter_tensors(hit))
+            if self._init_bytes + size > INIT_CACHE_BYTES:
+                return hit
+            self._init_outputs[i] = hit
             self._init_bytes += size
-        return out, y
+        return map_tensors(hit[0], torch.clone), map_tensors(hit[1], torch.clone)
 
     def _count(self, steps: float) -> None:
         self.steps_spent += steps

@@ -87,7 +87,12 @@ SETUPS: dict[str, str] = {
     )
     + "\nmodel = Net()\n",
     # the process dies under nncheck (a C extension crashing, os._exit in a library)
-    "dies": _with_hook("import os\n\ndef _hook(net, x):\n    if net.calls > 2:\n        os._exit(7)\n"),
+    # (on the 6th forward of any copy of the model: the probes share the model's outputs at init, so no one copy
+    # runs many forwards under `--only initial-loss`)
+    "dies": _with_hook(
+        "import os\n\n_forwards = [0]\n\ndef _hook(net, x):\n    _forwards[0] += 1\n    if _forwards[0] > 5:\n"
+        "        os._exit(7)\n"
+    ),
     # ---------------------------------------------------------------------------------------------- user output
     "prints": _with_hook(
         "import os\nprint('hello from the import of the setup file')\n\n"

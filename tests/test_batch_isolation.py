@@ -76,6 +76,30 @@ def test_train_only_leak_without_batchnorm_fails():
     assert not r.measured["eval"]["leak"] and r.measured["train"]["leak"]
 
 
+class _TrainOnlyStraightThroughMean(nn.Module):
+    """Adds `m - m.detach()` (zero) of the batch mean in training mode only: the same output values as eval mode,
+    but a gradient that crosses the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if self.training:
+            m = h.mean(0, keepdim=True)
+            h = h + (m - m.detach())
+        return self.b(h)
+
+
+def test_a_train_only_leak_with_eval_mode_values_is_still_measured():
+    """The train-mode shortcut needs the eval-mode values *and* the same autograd graph: equal values alone would
+    miss this leak."""
+    r = _check(_TrainOnlyStraightThroughMean, _xy())
+    assert r.status.value == "fail"
+    assert r.measured["train"]["leak"] and "same_outputs_as_eval" not in r.measured["train"]
+
+
 def test_batchnorm_train_mode_leak_is_expected():
     r = _check(lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)), _xy())
     assert r.status.value == "pass"

@@ -403,14 +403,33 @@ class _PerPosition(nn.Module):
         return self.net(x) + pos * torch.tensor([0.05, 0.0, -0.05])
 
 
+class _ManualBatchNorm(nn.Module):
+    """A hand-written batch normalisation (not an nn.BatchNorm): batch statistics no module type reveals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = (h - h.mean(0)) / (h.var(0, unbiased=False) + 1e-5).sqrt()
+        return self.b(torch.relu(h))
+
+
+def _with_dropout() -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 3))
+
+
 @pytest.mark.parametrize(
     "case",
     [
         dict(make=_mlp(8, False, False, nn.ReLU, "ce"), train_step=_ce_step),
         dict(make=_TupleOut, loss=lambda out, y: nn.functional.cross_entropy(out[0], y)),
         dict(make=_PerPosition),
+        dict(make=_ManualBatchNorm),
+        dict(make=_with_dropout),
     ],
-    ids=["train_step", "tuple_output", "batch_position_term"],
+    ids=["train_step", "tuple_output", "batch_position_term", "manual_batch_norm", "dropout"],
 )
 def test_the_blank_copy_runs_whole_batches_when_a_cut_batch_is_not_the_same(case):
     ctx, arm, whole = _blank_arms(data=_mlp_data(16, "ce"), optimizer=OPTIMIZERS["adam"], **case)
@@ -440,6 +459,6 @@ def test_the_fast_budget_can_pass_clearly_beside_a_cheap_blank_copy(monkeypatch)
     assert r.status.value == "pass", r.message
     assert r.measured["stopped_early"] == "clear pass" and r.measured["steps"] == 10
     assert r.measured["train_advantage"] >= 0.05 and r.measured["heldout_advantage"] >= 0.03
-    monkeypatch.setattr(BlankArm, "_cheap_agrees", lambda self, ctx: False)
+    monkeypatch.setattr(BlankArm, "_cheap_agrees", lambda self, ctx, real: False)
     r = run_file(path, budget="fast", only=[PID]).result(PID)
     assert r.status.value == "skip" and "inconclusive" in r.message, r.message

@@ -239,3 +239,16 @@ def test_only_whole_batch_steps_are_timed():
         raise RuntimeError("boom")
     ctx.train_step(model, opt, ctx.slice_batch(batch, 15))
     assert len(ctx.step_times) == 2
+
+
+def test_the_outputs_at_init_are_shared_as_copies():
+    """Context.init_forward runs the model once per cached batch and hands out copies: a loss that works in place on
+    its input (`out.sigmoid_()`) cannot change what the next probe reads."""
+    ctx = ready_context()
+    before = ctx.steps_spent
+    out, y = ctx.init_forward(0)
+    once = ctx.steps_spent - before
+    out.mul_(0).add_(7.0)
+    again, y2 = ctx.init_forward(0)
+    assert ctx.steps_spent - before == once > 0  # read from the cache the second time
+    assert not torch.equal(again, out) and torch.equal(y2, y)

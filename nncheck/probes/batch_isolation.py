@@ -141,6 +141,22 @@ def trace(ctx: Context, model: nn.Module, batch: Batch, bs: int) -> Traced:
     return Traced(leaves, out_t, inner, tensors, main_tensor(ctx, out, tensors))
 
 
+def graph_signature(t: torch.Tensor) -> list[str]:
+    """The autograd graph behind ``t``: its nodes' types in depth-first order. Two forwards that ran the same ops in
+    the same order give the same list."""
+    out: list[str] = []
+    seen: set[int] = set()
+    stack = [t.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        out.append(type(fn).__name__)
+        stack.extend(f for f, _ in reversed(fn.next_functions))
+    return out
+
+
 def projection(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     """A fixed random vector for one sample's output (never output[i].sum(): constant for probabilities)."""
     g = torch.Generator().manual_seed(PROJECTION_SEED)
@@ -436,6 +452,7 @@ def measure(ctx: Context, p: Params) -> Measurement:
     leaves = [name for name, _ in tr.leaves] if tr else []
     outputs = [name for name, _ in tr.outputs] if tr else []
     eval_out = tr.output.detach() if tr is not None else None
+    eval_graph = graph_signature(tr.output) if tr is not None else None
     del tr
     m = Measurement(bs, idx, model, ev, leaves, ctx.setup.causal, causal, stuck, padding, outputs)
     m.batch_stats = [
@@ -449,11 +466,16 @@ def measure(ctx: Context, p: Params) -> Measurement:
         return m
     if eval_out is not None and not stuck and not any(isinstance(mod, BATCHNORM_TYPES) for mod in model.modules()):
         # (BatchNorm normalises with batch statistics in train mode: measured below) a train-mode forward (dropout
-        # modules off) that gives the eval-mode outputs bit for bit computes the same
-        # function of the batch here (no batch statistics, no `if self.training:` branch that changes anything):
+        # modules off) that gives the eval-mode outputs bit for bit through the same autograd graph (the same ops in
+        # the same order: a straight-through `h + (m - m.detach())` under `if self.training:` adds nodes) computes
+        # the same function of the batch here (no batch statistics, no `if self.training:` branch that changes it):
         # its dependencies are the ones just measured, so no second set of backward passes
         twin = without_dropout(ctx.fresh_model(train=True))
-        if torch.equal(_output(ctx, twin, batch), eval_out):
+        try:
+            tw: Traced | None = trace(ctx, twin, batch, bs)
+        except (NoGradient, ProbeSkip):
+            tw = None
+        if tw is not None and torch.equal(tw.output.detach(), eval_out) and graph_signature(tw.output) == eval_graph:
             m.train_model, m.train = twin, {**ev, "same_outputs_as_eval": True}
             return m
     m.train_model = ctx.fresh_model(train=True)
@@ -675,9 +697,9 @@ def batch_isolation(ctx: Context, p: Params) -> Result:
         ({samples}: first, middle, last) it takes the gradient of (output[i] * r).sum() (r a fixed random
         vector: a plain sum has no gradient through softmax outputs) on every leaf. First in eval mode (no
         BatchNorm batch statistics, no dropout), then in train mode, unless a train-mode forward with dropout
-        modules off gives the eval-mode outputs bit for bit (the same function of the batch: no batch
-        statistics, no branch on `self.training` that changes anything; measured["train"] then says
-        `same_outputs_as_eval`). When the setup declares `causal = True`,
+        modules off gives the eval-mode outputs bit for bit through the same autograd graph (the same function
+        of the batch: no batch statistics, no branch on `self.training` that changes anything; measured["train"]
+        then says `same_outputs_as_eval`). When the setup declares `causal = True`,
         it also checks in eval mode that output position t of the first sample has zero gradient on its input
         positions > t ({positions}, evenly spaced; reported in measured["causal"]), on a forward of that sample
         alone (one sample's backward per position) when the batch can be cut. When the batch's inputs

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncheck.context import MAX_CACHED_BATCHES
+from nncheck.context import INIT_SEED_OFFSET, MAX_CACHED_BATCHES
 from nncheck.kit import Context, Findings, ProbeSkip, Result, line_plot, param, probe
 from nncheck.losses import SequenceCrossEntropy
-from nncheck.modelgraph import BATCHNORM_TYPES, preserved_buffers, without_dropout
+from nncheck.modelgraph import BATCHNORM_TYPES, DROPOUT_TYPES, preserved_buffers, without_dropout
 from nncheck.setup import Batch
 from nncheck.state import RngStates, preserved_global_state, preserved_rngs
 from nncheck.tensors import first_tensor, is_float, iter_tensors
@@ -46,9 +46,11 @@ NO_PROGRESS = 0.01
 # blanked batch, and the loss against the batch's own targets and its gradient are the same. The blank copy B then
 # costs CHEAP_SAMPLES / batch size of a step, so it trains beside the trace from the start. Used only when the losses
 # of the two ways agree to CHEAP_RTOL on every batch at init (float32 sums in another order differ by ~1e-7
-# relative), and never with a BatchNorm: over identical samples its batch variance is 0, so its train-mode output is
-# rounding noise scaled by 1/sqrt(eps) whose values depend on the batch size (BatchNorm1d MLPs, measured: cheap and
-# whole-batch losses 0.4-39% apart after 10 steps while equal at init to 1e-6); B then runs on whole batches.
+# relative), when the forward of 2 real samples gives the rows of the whole real batch (no batch statistics couple
+# the samples), and never with a BatchNorm or an active dropout module: over identical samples a BatchNorm's batch
+# variance is 0, so its train-mode output is rounding noise scaled by 1/sqrt(eps) whose values depend on the batch
+# size (BatchNorm1d MLPs, measured: cheap and whole-batch losses 0.4-39% apart after 10 steps while equal at init to
+# 1e-6), and dropout would repeat one sample's mask over the batch. B then runs on whole batches.
 CHEAP_SAMPLES = 2
 CHEAP_RTOL = 1e-5
 
@@ -344,10 +346,13 @@ class BlankArm:
             self.targets = _targets(ctx, [*trace.batches, trace.heldout])
         self.heldout = ctx.map_inputs(trace.heldout, blank)
         self.losses: list[float] = []
-        self.init = self.evaluate(ctx, list(zip(self.batches, self.targets)))
-        self.heldout_losses = {0: self.evaluate(ctx, [(self.heldout, self.targets[-1])])[0]}
+        # seeded per batch as the trace's step-0 losses are (Context.init_forward): a forward that draws noise draws
+        # the same for both copies, so a model that ignores its input has identical losses at init
+        self.init = self.evaluate(ctx, list(zip(self.batches, self.targets)), first=0)
+        held0 = self.evaluate(ctx, [(self.heldout, self.targets[-1])], first=len(self.batches))[0]
+        self.heldout_losses = {0: held0}
         self.exact_steps = 0  # steps B takes on whole batches before the cheap ones (the identical-losses check)
-        self.cheap = self._cheap_agrees(ctx)
+        self.cheap = self._cheap_agrees(ctx, trace.batches[0])
 
     # ------------------------------------------------------------------ the cheap forward (CHEAP_SAMPLES)
     def _few(self, ctx: Context, batch: Batch) -> Batch | None:
@@ -372,18 +377,38 @@ class BlankArm:
         n = int(target.shape[0])
         return ctx.loss(out[:1].expand(n, *out.shape[1:]).contiguous(), target)
 
-    def _cheap_agrees(self, ctx: Context) -> bool:
-        """Every batch (training and held-out) can be cut (``_few``), the output is one tensor per sample, and the
-        cheap losses at init equal those of the whole batches (``CHEAP_RTOL``)."""
-        if uses_train_step(ctx) or any(isinstance(m, BATCHNORM_TYPES) for m in self.model.modules()):
+    def _per_sample(self, ctx: Context, real: Batch) -> bool:
+        """The model's forward (in its mode, at init) of the first CHEAP_SAMPLES samples of the first real batch gives
+        the rows of the whole batch's (``Context.init_forward``): no batch statistics couple the samples (an
+        nn.BatchNorm, F.batch_norm, `h - h.mean(0)` change the rows when the other samples differ)."""
+        full, _ = ctx.init_forward(0)
+        ctx.seed_all(INIT_SEED_OFFSET)
+        out, _ = ctx.forward(self.model, ctx.slice_batch(real, CHEAP_SAMPLES))
+        if not isinstance(out, torch.Tensor) or not isinstance(full, torch.Tensor):
             return False
+        if out.shape != (CHEAP_SAMPLES, *full.shape[1:]):
+            return False
+        scale = float(full.abs().max()) if full.numel() else 0.0
+        return bool(torch.allclose(out, full[:CHEAP_SAMPLES], rtol=CHEAP_RTOL, atol=CHEAP_RTOL * max(scale, 1e-12)))
+
+    def _cheap_agrees(self, ctx: Context, real: Batch) -> bool:
+        """Every batch (training and held-out) can be cut (``_few``), the output is one tensor per sample, the
+        forward is per sample on real inputs (``_per_sample``), no dropout module is on, and the cheap losses at
+        init equal those of the whole batches (``CHEAP_RTOL``)."""
+        modules = list(self.model.modules())
+        if uses_train_step(ctx) or any(isinstance(m, BATCHNORM_TYPES) for m in modules):
+            return False
+        if any(isinstance(m, DROPOUT_TYPES) and float(getattr(m, "p", 0.0) or 0.0) > 0 for m in modules):
+            return False  # B trains with its dropout on: one sample's mask repeated is not the batch's masks
         self._small = [self._few(ctx, b) for b in [*self.batches, self.heldout]]
         if any(f is None for f in self._small) or not all(isinstance(t, torch.Tensor) for t in self.targets):
             return False
-        modes = {m: m.training for m in self.model.modules()}
+        modes = {m: m.training for m in modules}
         try:
             with preserved_rngs(), preserved_buffers(self.model), torch.no_grad():
                 without_dropout(self.model)
+                if not self._per_sample(ctx, real):
+                    return False
                 cheap = []
                 for few, y in zip(self._small, self.targets):
                     out, _ = ctx.forward(self.model, few)
@@ -398,16 +423,27 @@ class BlankArm:
         full = [*self.init, self.heldout_losses[0]]
         return all(math.isfinite(a) and abs(a - b) <= CHEAP_RTOL * max(abs(b), 1e-12) for a, b in zip(cheap, full))
 
-    def evaluate(self, ctx: Context, pairs: list[tuple[Batch, Any]], few: list[Batch] | None = None) -> list[float]:
+    def evaluate(
+        self, ctx: Context, pairs: list[tuple[Batch, Any]], few: list[Batch] | None = None, first: int | None = None
+    ) -> list[float]:
         """Losses without gradient, dropout off; modes, buffers and random generators put back. With ``few`` (the
-        cut batches of the pairs), from the cheap forward."""
+        cut batches of the pairs), from the cheap forward; with ``first``, pair k's forward seeded as
+        ``Context.init_forward`` seeds cached batch ``first + k``."""
         modes = {m: m.training for m in self.model.modules()}
         try:
             with preserved_rngs(), preserved_buffers(self.model), torch.no_grad():
                 without_dropout(self.model)
-                if few is not None:
-                    return [float(self._cheap_loss(ctx, f, y)) for f, (_, y) in zip(few, pairs)]
-                return [float(ctx.loss(ctx.forward(self.model, b)[0], y)) for b, y in pairs]
+                losses = []
+                for k, (b, y) in enumerate(pairs):
+                    if first is not None:
+                        ctx.seed_all(INIT_SEED_OFFSET + first + k)
+                    out = (
+                        self._cheap_loss(ctx, few[k], y)
+                        if few is not None
+                        else ctx.loss(ctx.forward(self.model, b)[0], y)
+                    )
+                    losses.append(float(out))
+                return losses
         finally:
             for m, mode in modes.items():
                 m.training = mode
@@ -853,22 +889,28 @@ def input_independent(ctx: Context, p: Params) -> Result:
     """Checks that the model does better with its real inputs than with inputs set to zero.
 
     What it does:
-        Karpathy's input-independent baseline. Two copies of the model from one seed (dropout off) train side
-        by side with the user's optimizer for up to `steps` steps on the same `batches` training batches
-        (cycled); copy A sees the real inputs, copy B the inputs blanked (float tensors -> zeros, integer token
-        tensors -> one constant token, their most frequent value). B's loss uses the targets of the unperturbed
-        batch, so targets built from the inputs (a language model's shifted tokens) stay right. Compared on the
-        training batches (mean loss over the last pass) and on one held-out batch:
-        gap = (L_B - L_A) / |L_B|, advantage = gap - min(gap at init, 0) (a random model is often worse with
-        real inputs than with a constant one at init; that handicap is credited back). Stops early when the
-        answer is clear: identical losses (fail), both advantages clearly positive (pass), or train clearly
-        positive with held-out clearly negative (warn, not before step 60). Before warning, the verdict is
-        confirmed by a second run on every cached batch but the held-out one for {confirm_steps} steps: it
-        warns only if the held-out advantage is still below `heldout_advantage` (a correct model generalises with
-        more data; a transformer's held-out loss may dip while it first fits 3 batches). With a `train_step` in
-        the setup (and the default forward), both copies step with it, each with its own GradScaler states, and
-        B always takes its first 5 steps: the step may change its inputs before the model (masking,
-        augmentation), so equal losses at init are not needed for the identical-losses check.
+        Karpathy's input-independent baseline. Copy A is the shared training trace (the user's optimizer at the
+        user's LR on `batches` training batches, cycled); copy B, from the same seed, optimizer and random draws,
+        trains on the same batches with the inputs blanked (float tensors -> zeros, integer token tensors -> one
+        constant token, their most frequent value); their losses are evaluated with dropout off. B's loss uses the
+        targets of the unperturbed batch, so targets built from the inputs (a language model's shifted tokens) stay
+        right. First, for up to {baseline_steps} steps, A alone is compared with the best constant prediction
+        (cross-entropy, BCE, MSE: what B converges to); a clear win passes early. A blanked batch holds one sample
+        repeated, so when the forward is per sample (the rows of 2 real samples equal the whole batch's; no
+        BatchNorm, no active dropout module, the same losses at init either way), B runs on 2 samples whose output
+        is repeated to the batch size (2/32 of a step for a batch of 32) and trains beside A from step 0; otherwise
+        B waits and catches up on whole batches only when the constant did not settle it. Compared on the training
+        batches (mean loss over the last pass) and on one held-out batch: gap = (L_B - L_A) / |L_B|, advantage = gap
+        - min(gap at init, 0) (a random model is often worse with real inputs than with a constant one at init; that
+        handicap is credited back). Stops early when the answer is clear: identical losses over the first 5 steps
+        (fail), both advantages clearly positive (pass), or train clearly positive with held-out clearly negative
+        (warn, not before step 60). Before warning, the verdict is confirmed by a second run on every cached batch
+        but the held-out one for {confirm_steps} steps: it warns only if the held-out advantage is still below
+        `heldout_advantage` (a correct model generalises with more data; a transformer's held-out loss may dip while
+        it first fits 3 batches). With a `train_step` in the setup (and the default forward), both copies step with
+        it, each with its own GradScaler states, and B always takes its first 5 steps: the step may change its
+        inputs before the model (masking, augmentation), so equal losses at init are not needed for the
+        identical-losses check.
 
     Why is this bad?
         B can only learn the best constant prediction. If A does no better, the model ignores its input: the
