@@ -4,7 +4,7 @@
 import json
 
 DATA = json.loads(r'''{
- "hash": "8d774298367909fac6687a9f811f193c6d488f47758908351d1ad311ee77eca7",
+ "hash": "4a115fc34b5325d54d02e7eb5730c9d220affd6aa8e617a23268555f3e76be07",
  "probes": [
   {
    "id": "data",

@@ -106,7 +106,7 @@ class Trace:
     model: nn.Module | None = None  # the trained copy (read it, do not train it)
     optimizer_state: torch.optim.Optimizer | None = None
     # per batch of batches + [heldout] at step 0: the output's shape and dtype (None when the output is not one
-    # tensor) and the targets, from the model at init (``Context.init_forward``); empty without a held-out batch
+    # tensor) and the targets, from the model at init (``Context.init_forward``)
     init_outputs: list[tuple[tuple[torch.Size, torch.dtype] | None, Any]] = field(default_factory=list)
     _params0: dict[str, torch.Tensor] = field(default_factory=dict)
     _rngs: RngStates | None = None
@@ -450,8 +450,6 @@ def _checkpoint(ctx: Context, trace: Trace) -> None:
                 losses.append(float(ctx.loss(out, y)))
                 meta = (out.shape, out.dtype) if isinstance(out, torch.Tensor) else None
                 trace.init_outputs.append((meta, y))
-        if trace.heldout is None:
-            trace.init_outputs.clear()
     else:
         losses = eval_losses(ctx, trace.model, batches) if batches else []
     n = len(trace.batches) if train else 0

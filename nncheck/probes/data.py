@@ -476,11 +476,9 @@ def forward_cached(
         for i, b in enumerate(batches):
             ctx.check_time()
             seen.clear()
-            if (i == 0 or ctx.setup.custom_forward) and not embeddings:  # the model at init, read once for all
-                out, y = ctx.init_forward(i)
-                outs.append(out)
-            elif i == 0 or ctx.setup.custom_forward:  # the tokens each embedding receives are recorded
-                out, y = ctx.forward(model, b)
+            if i == 0 or ctx.setup.custom_forward:
+                # the model at init, read once for all probes; with embeddings, run here to record their tokens
+                out, y = ctx.forward(model, b) if embeddings else ctx.init_forward(i)
                 outs.append(out)
             else:
                 y = ctx.target_of(b)

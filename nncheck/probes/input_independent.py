@@ -317,16 +317,6 @@ def constant_baseline(ctx: Context, trace: Trace) -> Baseline | None:
     return Baseline(_mean(values[:-1]), values[-1])
 
 
-def _targets(ctx: Context, batches: list[Batch]) -> list[Any]:
-    """Each batch's targets as the setup's forward gives them (a custom forward may build them from the inputs, e.g. a
-    language model's shifted tokens: the blank copy must keep the real ones)."""
-    if not ctx.setup.custom_forward and all(isinstance(b, (tuple, list)) and len(b) == 2 for b in batches):
-        return [b[1] for b in batches]
-    model = ctx.fresh_model(train=False)  # eval mode: no dropout draws, no BatchNorm updates
-    with torch.no_grad():
-        return [ctx.forward(model, b)[1] for b in batches]
-
-
 class BlankArm:
     """Copy B of the side-by-side run, mirroring the shared training trace (copy A): the same seeding, optimizer,
     batches in turn and dropout masks (the same random draws), with the inputs blanked and the real targets."""
@@ -340,10 +330,9 @@ class BlankArm:
             self.rngs = RngStates.capture()
         self.scalers: list[Any] = []  # the GradScaler states of this copy's run of the setup's train_step
         self.batches = [ctx.map_inputs(b, blank) for b in trace.batches]
-        if len(trace.init_outputs) == len(trace.batches) + 1:  # the targets of the trace's step-0 forwards
-            self.targets = [y for _, y in trace.init_outputs]
-        else:
-            self.targets = _targets(ctx, [*trace.batches, trace.heldout])
+        # the targets of the trace's step-0 forwards (training batches, then the held-out one): a custom forward may
+        # build them from the inputs (a language model's shifted tokens), so the blank copy keeps the real ones
+        self.targets = [y for _, y in trace.init_outputs]
         self.heldout = ctx.map_inputs(trace.heldout, blank)
         self.losses: list[float] = []
         # seeded per batch as the trace's step-0 losses are (Context.init_forward): a forward that draws noise draws
@@ -372,8 +361,11 @@ class BlankArm:
             return None
 
     def _cheap_loss(self, ctx: Context, few: Batch, target: Any) -> torch.Tensor:
-        """The loss of a whole blanked batch from the forward of its first samples: the first output repeated."""
+        """The loss of a whole blanked batch from the forward of its first samples: the first output repeated.
+        Raises ValueError when the output is not one tensor row per sample."""
         out, _ = ctx.forward(self.model, few)
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != CHEAP_SAMPLES:
+            raise ValueError("the output of the cut batch is not one tensor row per sample")
         n = int(target.shape[0])
         return ctx.loss(out[:1].expand(n, *out.shape[1:]).contiguous(), target)
 
@@ -382,8 +374,9 @@ class BlankArm:
         the rows of the whole batch's (``Context.init_forward``): no batch statistics couple the samples (an
         nn.BatchNorm, F.batch_norm, `h - h.mean(0)` change the rows when the other samples differ)."""
         full, _ = ctx.init_forward(0)
-        ctx.seed_all(INIT_SEED_OFFSET)
-        out, _ = ctx.forward(self.model, ctx.slice_batch(real, CHEAP_SAMPLES))
+        with preserved_rngs(), preserved_buffers(self.model), torch.no_grad():
+            ctx.seed_all(INIT_SEED_OFFSET)
+            out, _ = ctx.forward(self.model, ctx.slice_batch(real, CHEAP_SAMPLES))
         if not isinstance(out, torch.Tensor) or not isinstance(full, torch.Tensor):
             return False
         if out.shape != (CHEAP_SAMPLES, *full.shape[1:]):
@@ -403,23 +396,13 @@ class BlankArm:
         self._small = [self._few(ctx, b) for b in [*self.batches, self.heldout]]
         if any(f is None for f in self._small) or not all(isinstance(t, torch.Tensor) for t in self.targets):
             return False
-        modes = {m: m.training for m in modules}
         try:
-            with preserved_rngs(), preserved_buffers(self.model), torch.no_grad():
-                without_dropout(self.model)
-                if not self._per_sample(ctx, real):
-                    return False
-                cheap = []
-                for few, y in zip(self._small, self.targets):
-                    out, _ = ctx.forward(self.model, few)
-                    if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != CHEAP_SAMPLES:
-                        return False
-                    cheap.append(float(ctx.loss(out[:1].expand(int(y.shape[0]), *out.shape[1:]).contiguous(), y)))
+            if not self._per_sample(ctx, real):
+                return False
+            pairs = list(zip([*self.batches, self.heldout], self.targets))
+            cheap = self.evaluate(ctx, pairs, few=self._small, first=0)
         except Exception:  # a forward or loss that does not take a cut batch: B runs on whole batches
             return False
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
         full = [*self.init, self.heldout_losses[0]]
         return all(math.isfinite(a) and abs(a - b) <= CHEAP_RTOL * max(abs(b), 1e-12) for a, b in zip(cheap, full))
 

@@ -28,9 +28,6 @@ PRIOR_SIGNIFICANCE_Z = 3.09
 # MSE: the target mean is a prior worth building in when it is more than this many target stds away from the mean
 # output at init (Karpathy's recipe: "regression with mean 50 -> initialise the final bias to 50").
 MSE_OFFSET_STDS = 1.0
-# Offset from the run's seed at which every loss of this probe is evaluated: batch k seeded as the context seeds
-# cached batch k for the outputs at init (``Context.init_forward``; see ``_outputs``).
-SAMPLING_SEED_OFFSET = INIT_SEED_OFFSET
 # Print the bias literally up to this many values; beyond, the hint gives the line that computes it.
 MAX_LITERAL = 32
 
@@ -257,7 +254,7 @@ def _outputs(
             if model is None:
                 out, y = ctx.init_forward(first + k)
             else:
-                ctx.seed_all(SAMPLING_SEED_OFFSET + first + k)
+                ctx.seed_all(INIT_SEED_OFFSET + first + k)
                 out, y = ctx.forward(model, b)
             t, y_t = head.tensor(out), head.target(y)
             if bias is not None:
